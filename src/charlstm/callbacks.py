@@ -1,0 +1,230 @@
+"""Keras callbacks that make a training run observable and safe to interrupt.
+
+- `EpochSetup`: gives each epoch its data arrangement and dropout seeds from (seed, epoch), so resuming at
+  epoch k reproduces an uninterrupted run.
+- `StopOnSignal`: SIGINT/SIGTERM finish the current batch, then the run saves and stops.
+- `RunRecorder`: bits/char in the logs (and progress bar), metrics.csv, loss.png, last/best/model.keras
+  and samples.txt, every file written atomically; NaN stops the run and keeps the last good checkpoint.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from charlstm.fileio import save_atomic, write_atomic
+from charlstm.modelfile import save_model
+from charlstm.runtime import load as load_runtime
+
+LN2 = math.log(2)
+
+
+class EpochSetup(keras.callbacks.Callback):
+    def __init__(self, datasets: list[Any], seed: int) -> None:
+        super().__init__()
+        self.datasets = datasets
+        self.seed = seed
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        for ds in self.datasets:
+            if ds is not None and getattr(ds, "shuffle", False):
+                ds.set_epoch(epoch)
+        for layer in self.model.layers:  # Dropout's SeedGenerator state is not saved: derive it instead
+            gen = getattr(layer, "seed_generator", None)
+            if gen is not None:
+                gen.state.assign(np.array([self.seed % (2**31), epoch], dtype=gen.state.dtype))
+
+
+class StopOnSignal(keras.callbacks.Callback):
+    """Turn SIGINT/SIGTERM into 'stop after this batch'; a second SIGINT interrupts at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.signal_name: str | None = None
+        self.batch: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.signal_name is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signal_name = signal.Signals(signum).name
+        print(
+            f"\ncharlstm: {self.signal_name} received; finishing this batch and saving last.keras ...",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handler)
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        if self.signal_name is not None and not self.model.stop_training:
+            self.batch = batch
+            self.model.stop_training = True
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    @property
+    def interrupted(self) -> bool:
+        return self.signal_name is not None
+
+
+def add_bits(logs: dict[str, Any]) -> None:
+    """Add bits/char next to every nats/char loss in the logs (progress bar and metrics alike)."""
+    for key in ("loss", "val_loss"):
+        if key in logs and logs[key] is not None:
+            logs[key.replace("loss", "bpc")] = float(logs[key]) / LN2
+
+
+class BitsPerChar(keras.callbacks.Callback):
+    """Show bits/char in the progress bar (placed before the ProgbarLogger, which reads the same logs)."""
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        if logs is not None:
+            add_bits(logs)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if logs is not None:
+            add_bits(logs)
+
+
+class RunRecorder(keras.callbacks.Callback):
+    def __init__(
+        self,
+        run_dir: Path,
+        meta: Callable[[dict[str, Any]], dict[str, Any]],
+        *,
+        stopper: StopOnSignal,
+        seeds: list[str],
+        temperatures: list[float],
+        sample_length: int,
+        seed: int,
+        best: float | None = None,
+        history: list[dict[str, Any]] | None = None,
+        elapsed: float = 0.0,
+        verbose: bool = True,
+    ) -> None:
+        super().__init__()
+        self.run_dir = run_dir
+        self.meta = meta
+        self.stopper = stopper
+        self.seeds = seeds
+        self.temperatures = temperatures
+        self.sample_length = sample_length
+        self.seed = seed
+        self.best = best
+        self.history = list(history or [])
+        self.elapsed = elapsed  # wall seconds of earlier sessions of this run (resume)
+        self.verbose = verbose
+        self.diverged_at: int | None = None
+        self.epochs_done = 0
+        self._start = time.time()
+
+    def _state(self, epoch: int) -> dict[str, Any]:
+        return {"epoch": epoch, "best": self.best, "history": self.history, "elapsed": self._elapsed()}
+
+    def _elapsed(self) -> float:
+        return self.elapsed + time.time() - self._start
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        logs = logs if logs is not None else {}
+        add_bits(logs)
+        if self.stopper.interrupted:  # a partial epoch: keep weights, redo this epoch on resume
+            save_model(self.model, self.run_dir / "last.keras", self.meta(self._state(epoch)))
+            return
+        loss = logs.get("loss")
+        if (
+            loss is None
+            or not math.isfinite(loss)
+            or not all(math.isfinite(v) for v in logs.values() if isinstance(v, float))
+        ):
+            self.diverged_at = epoch + 1
+            self.model.stop_training = True
+            return
+        lr = self.model.optimizer.learning_rate
+        row = {
+            "epoch": epoch + 1,
+            "time": round(self._elapsed(), 2),
+            "loss": loss,
+            "bpc": logs.get("bpc"),
+            "val_loss": logs.get("val_loss"),
+            "val_bpc": logs.get("val_bpc"),
+            "lr": float(np.asarray(lr)),
+        }
+        self.history.append(row)
+        monitored = row["val_loss"] if row["val_loss"] is not None else row["loss"]
+        improved = self.best is None or monitored < self.best
+        if improved:
+            self.best = monitored
+        state = self._state(epoch + 1)
+        save_model(self.model, self.run_dir / "last.keras", self.meta(state))
+        if improved:
+            data = (self.run_dir / "last.keras").read_bytes()
+            write_atomic(self.run_dir / "best.keras", data)
+            write_atomic(self.run_dir / "model.keras", data)
+        self._write_metrics()
+        self._plot()
+        self._samples(epoch)
+        self.epochs_done += 1
+
+    def _write_metrics(self) -> None:
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=list(self.history[0]))
+        writer.writeheader()
+        writer.writerows(self.history)
+        write_atomic(self.run_dir / "metrics.csv", buf.getvalue())
+
+    def _plot(self) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        epochs = [r["epoch"] for r in self.history]
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ax.plot(epochs, [r["bpc"] for r in self.history], "o-", label="train")
+        if any(r["val_bpc"] is not None for r in self.history):
+            ax.plot(epochs, [r["val_bpc"] for r in self.history], "o-", label="validation")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("loss (bits/char)")
+        ax.set_title(self.run_dir.name)
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        save_atomic(self.run_dir / "loss.png", lambda tmp: fig.savefig(tmp, dpi=100))
+        plt.close(fig)
+
+    def _samples(self, epoch: int) -> None:
+        if not self.temperatures or self.sample_length <= 0 or not self.seeds:
+            return
+        runtime = load_runtime(self.run_dir / "last.keras")
+        rng = np.random.default_rng([self.seed, epoch, 7])
+        prime = self.seeds[int(rng.integers(len(self.seeds)))]
+        lines = [f"----- Epoch {epoch + 1}: generating with seed: {prime!r}"]
+        for temp in self.temperatures:
+            text = runtime.generate(
+                prime, self.sample_length, temp, seed=int(rng.integers(2**31)), unknown="skip"
+            )
+            lines += [f"----- temperature: {temp}", prime + text, ""]
+        block = "\n".join(lines) + "\n"
+        if self.verbose:
+            print(block, flush=True)
+        path = self.run_dir / "samples.txt"
+        previous = path.read_text(encoding="utf-8") if path.exists() else ""
+        write_atomic(path, previous + block)

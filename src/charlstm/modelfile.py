@@ -1,0 +1,51 @@
+"""The single `.keras` file: Keras' own zip plus one `charlstm.json` entry.
+
+`model.save` writes the architecture, weights (and optimizer state for checkpoints); we append
+`charlstm.json` (vocabulary, preprocessing, recipe, training state) to the same zip. Keras ignores the extra
+entry, so `keras.saving.load_model(path)` works in safe mode with nothing registered, and the NumPy runtime
+(`charlstm.runtime`) reads the same file without TensorFlow. Writes are atomic (temp file + rename).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from pathlib import Path
+from typing import Any
+
+from charlstm.errors import CharlstmError
+from charlstm.fileio import save_atomic
+from charlstm.runtime import FORMAT, META_ENTRY, read_model_file
+
+FORMAT_VERSION = 1
+
+
+def save_model(model: Any, path: str | os.PathLike[str], meta: dict[str, Any]) -> None:
+    """Save a Keras model (with optimizer state, so training can resume) plus charlstm metadata, atomically."""
+    payload = {"format": FORMAT, "format_version": FORMAT_VERSION, **meta}
+
+    def write(tmp: Path) -> None:
+        model.save(tmp)
+        with zipfile.ZipFile(tmp, "a") as z:
+            z.writestr(META_ENTRY, json.dumps(payload, ensure_ascii=False, indent=1))
+
+    save_atomic(path, write)
+
+
+def read_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The charlstm metadata of a model file (validates that it is one)."""
+    return read_model_file(path)[1]
+
+
+def load_keras_model(path: str | os.PathLike[str], *, compile: bool = True) -> Any:
+    """keras.saving.load_model with a clear error for damaged or foreign files (never a silent fallback)."""
+    import keras
+
+    read_meta(path)  # raises a readable error for non-charlstm or unreadable zips
+    try:
+        return keras.saving.load_model(path, compile=compile, safe_mode=True)
+    except Exception as exc:  # Keras raises many types for a damaged file
+        raise CharlstmError(
+            f"{path}: cannot load the model ({type(exc).__name__}: {str(exc).splitlines()[0]})"
+        ) from None

@@ -1,0 +1,128 @@
+"""Every training setting in one dataclass, and the named presets ("recipes") that fill it.
+
+`classic` is the lesson, exactly: 40-character windows moved 3 at a time, one-hot input, LSTM(128), softmax,
+RMSprop(0.01), batch 128, 60 epochs, lowercase + ASCII-only, raw file (Gutenberg header kept), no held-out
+text. `default` is what char-rnn, torch-rnn and nanoGPT do instead: a loss at every position of contiguous
+sequences, embeddings, stacked LSTMs with dropout, Adam with clipping and a cosine learning-rate decay.
+The default's numbers were chosen by measurement on this project's 2-core CPU (see benchmarks/README.md).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from charlstm.errors import CharlstmError
+
+
+@dataclass
+class TrainConfig:
+    recipe: str = "default"
+    # text
+    encoding: str = "utf-8"
+    errors: str = "strict"
+    glob: str | None = None
+    strip_gutenberg: bool | None = None  # None: on for named Gutenberg books
+    normalize: str = "NFC"
+    lowercase: bool = False
+    ascii_only: bool = False
+    max_vocab: int | None = None
+    min_count: int = 1
+    max_chars: int | None = None  # train on the first N characters only
+    # data
+    mode: str = "sequences"  # "windows" = the lesson's (maxlen, step) windows, one target each
+    maxlen: int = 40
+    step: int = 3
+    seq_len: int = 128
+    batch_size: int = 64
+    val_frac: float = 0.1
+    val_file: str | None = None
+    # model
+    input: str = "embedding"
+    embedding_dim: int = 64
+    cell: str = "lstm"
+    layers: int = 2
+    units: int = 256
+    dropout: float = 0.2
+    # optimisation
+    optimizer: str = "adam"
+    lr: float = 3e-3
+    clipnorm: float | None = 1.0
+    lr_schedule: str = "cosine"
+    epochs: int = 30
+    early_stopping: int | None = None
+    seed: int = 1337
+    # reporting
+    sample_temperatures: list[float] = field(default_factory=lambda: [0.2, 0.5, 1.0, 1.2])
+    sample_length: int = 400
+    verbose: int = 1
+    tensorboard: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def validate(self) -> None:
+        if self.epochs < 1:
+            raise CharlstmError(f"--epochs must be >= 1, got {self.epochs}")
+        if self.mode not in ("sequences", "windows"):
+            raise CharlstmError(f"data mode must be 'sequences' or 'windows', got {self.mode!r}")
+        for name in ("batch_size", "seq_len", "maxlen", "step"):
+            if getattr(self, name) < 1:
+                raise CharlstmError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.val_frac < 1:
+            raise CharlstmError(f"--val-frac must be in [0, 1), got {self.val_frac}")
+        if self.lr <= 0:
+            raise CharlstmError(f"--lr must be > 0, got {self.lr}")
+        if self.optimizer not in ("adam", "rmsprop"):
+            raise CharlstmError(f"optimizer must be adam or rmsprop, got {self.optimizer!r}")
+        if self.lr_schedule not in ("constant", "cosine", "step"):
+            raise CharlstmError(f"--lr-schedule must be constant, cosine or step, got {self.lr_schedule!r}")
+        if self.early_stopping is not None and self.early_stopping < 1:
+            raise CharlstmError(f"--early-stopping must be >= 1 epochs, got {self.early_stopping}")
+        if any(t < 0 for t in self.sample_temperatures):
+            raise CharlstmError("sample temperatures must be >= 0")
+
+
+RECIPES: dict[str, dict[str, Any]] = {
+    "default": {},
+    "classic": {
+        "strip_gutenberg": False,
+        "normalize": "none",
+        "lowercase": True,
+        "ascii_only": True,
+        "mode": "windows",
+        "maxlen": 40,
+        "step": 3,
+        "batch_size": 128,
+        "val_frac": 0.0,
+        "input": "onehot",
+        "layers": 1,
+        "units": 128,
+        "dropout": 0.0,
+        "optimizer": "rmsprop",
+        "lr": 0.01,
+        "clipnorm": None,
+        "lr_schedule": "constant",
+        "epochs": 60,
+    },
+}
+
+
+def make_config(recipe: str = "default", **overrides: Any) -> TrainConfig:
+    """The recipe's settings with `overrides` (None values are ignored: 'not given')."""
+    if recipe not in RECIPES:
+        raise CharlstmError(f"unknown recipe {recipe!r}; choose one of {', '.join(RECIPES)}")
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise TypeError(f"unknown training settings: {', '.join(unknown)}")
+    values = {**RECIPES[recipe], **{k: v for k, v in overrides.items() if v is not None}}
+    config = TrainConfig(recipe=recipe, **values)
+    config.validate()
+    return config

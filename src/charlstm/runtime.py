@@ -1,0 +1,474 @@
+"""Generation and evaluation in plain NumPy, straight from a `.keras` file: no TensorFlow, no Keras.
+
+A `.keras` file is a zip of `config.json` (the layer graph), `model.weights.h5` and, for charlstm models,
+`charlstm.json` (vocabulary, preprocessing, recipe). This module reads those with `zipfile` + `h5py` and runs
+the network one character at a time, carrying the LSTM/GRU state: the prime is read once, then every new
+character costs one step of each layer. The first layer's input projection (embedding or one-hot times the
+kernel, plus bias) is folded into one (V, gates) table, so a step starts with a row lookup, not a matmul.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import unicodedata
+import zipfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from charlstm.errors import CharlstmError
+from charlstm.sampling import check_options, sample
+from charlstm.vocab import Vocabulary
+
+META_ENTRY = "charlstm.json"
+FORMAT = "charlstm-model"
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 0.5 * np.tanh(0.5 * x) + 0.5  # one transcendental instead of exp + divide; exact identity
+
+
+@dataclass
+class RecurrentLayer:
+    """One LSTM or GRU layer in Keras' layout (gate order i, f, c, o for LSTM; z, r, h for GRU)."""
+
+    cell: str
+    units: int
+    kernel: np.ndarray  # (in, G*u)
+    recurrent: np.ndarray  # (u, G*u)
+    bias: np.ndarray  # LSTM: (4u,); GRU (reset_after): (2, 3u) = input bias, recurrent bias
+
+    def input_bias(self) -> np.ndarray:
+        return self.bias if self.cell == "lstm" else self.bias[0]
+
+    def zero_state(self, batch: int) -> tuple[np.ndarray, ...]:
+        h = np.zeros((batch, self.units), np.float32)
+        return (h, h.copy()) if self.cell == "lstm" else (h,)
+
+    def step(self, xproj: np.ndarray, state: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
+        """Advance one time step given the projected input `x @ kernel + input_bias` (B, G*u)."""
+        u = self.units
+        if self.cell == "lstm":
+            h, c = state
+            z = xproj + h @ self.recurrent
+            s = _sigmoid(z)
+            c = s[:, u : 2 * u] * c + s[:, :u] * np.tanh(z[:, 2 * u : 3 * u])
+            return s[:, 3 * u :] * np.tanh(c), c
+        (h,) = state
+        r_all = h @ self.recurrent + self.bias[1]
+        zr = _sigmoid(xproj[:, : 2 * u] + r_all[:, : 2 * u])
+        hh = np.tanh(xproj[:, 2 * u :] + zr[:, u:] * r_all[:, 2 * u :])
+        z = zr[:, :u]
+        return (z * h + (1.0 - z) * hh,)
+
+
+def _snake(name: str) -> str:
+    name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub(r"([a-z])([A-Z])", r"\1_\2", name).lower()
+
+
+def _read_weights(h5_bytes: bytes, layer_classes: Sequence[str]) -> list[list[np.ndarray]]:
+    """Weights of each layer, in config order, from Keras' `layers/<snake class>[_n]/...` h5 layout."""
+    import h5py
+
+    seen: dict[str, int] = {}
+    out: list[list[np.ndarray]] = []
+    with h5py.File(io.BytesIO(h5_bytes), "r") as f:
+        layers = f["layers"]
+        for cls in layer_classes:
+            base = _snake(cls)
+            n = seen.get(base, 0)
+            seen[base] = n + 1
+            key = base if n == 0 else f"{base}_{n}"
+            group = layers.get(key)
+            if group is None:
+                out.append([])
+                continue
+            holder = group["cell"]["vars"] if "cell" in group else group["vars"]
+            out.append([np.asarray(holder[str(i)], dtype=np.float32) for i in range(len(holder))])
+    return out
+
+
+class CharModel:
+    """A trained character model, ready to generate and evaluate with NumPy alone.
+
+    Build it with `charlstm.runtime.load(path)` (or `charlstm.load`). It is immutable; generation state lives
+    in the generator, so one object can serve many requests.
+    """
+
+    def __init__(
+        self,
+        *,
+        vocab: Vocabulary,
+        input_table: np.ndarray | None,
+        layers: list[RecurrentLayer],
+        dense_kernel: np.ndarray,
+        dense_bias: np.ndarray,
+        meta: dict[str, Any],
+        window: int | None = None,
+        file_bytes: bytes | None = None,
+        path: str | None = None,
+    ) -> None:
+        self.vocab = vocab
+        self.layers = layers
+        self.dense_kernel = dense_kernel
+        self.dense_bias = dense_bias
+        self.meta = meta
+        self.window = window
+        self.path = path
+        self._file_bytes = file_bytes
+        # layer 0's projected input for every character id: one row lookup per step
+        first = layers[0]
+        table = input_table @ first.kernel if input_table is not None else first.kernel
+        self._table0 = np.ascontiguousarray(table + first.input_bias(), dtype=np.float32)
+        self._sample_bias = dense_bias.copy()
+        if vocab.unknown_id is not None:
+            self._sample_bias[vocab.unknown_id] = -np.inf  # the unknown symbol is never generated
+        self.step_count = 0  # time steps run so far (tests use it to see that primes are read once)
+
+    # -- description --------------------------------------------------------------------------------
+    @property
+    def preprocessing(self) -> dict[str, Any]:
+        return self.meta.get("preprocessing", {})
+
+    @property
+    def recipe(self) -> str:
+        return str(self.meta.get("recipe", "default"))
+
+    def __repr__(self) -> str:
+        arch = "+".join(f"{layer.cell.upper()}({layer.units})" for layer in self.layers)
+        return f"CharModel({arch}, vocab={self.vocab.size}, recipe={self.recipe!r}, path={self.path!r})"
+
+    # -- text <-> ids ---------------------------------------------------------------------------------
+    def prepare(self, text: str) -> str:
+        """Apply the model's preprocessing (Unicode form, case, ASCII) to user text such as a prime."""
+        pre = self.preprocessing
+        form = pre.get("normalize", "none")
+        if form and form != "none":
+            text = unicodedata.normalize(form, text)
+        if pre.get("lowercase"):
+            text = text.lower()
+        if pre.get("ascii_only"):
+            text = text.encode("ascii", errors="ignore").decode("ascii")
+        return text
+
+    def encode(self, text: str, unknown: str = "error") -> np.ndarray:
+        return self.vocab.encode(self.prepare(text), unknown=unknown)
+
+    # -- the network --------------------------------------------------------------------------------
+    def initial_state(self, batch: int = 1) -> list[tuple[np.ndarray, ...]]:
+        return [layer.zero_state(batch) for layer in self.layers]
+
+    def forward(
+        self, ids: np.ndarray, state: list[tuple[np.ndarray, ...]] | None = None
+    ) -> tuple[np.ndarray, list[tuple[np.ndarray, ...]]]:
+        """Logits (B, T, V) for ids (B, T), continuing from `state` (zero if None); returns the new state.
+
+        Layer by layer over the whole sequence, so inputs above the first layer are projected with one
+        matmul per layer rather than one per step.
+        """
+        ids = np.asarray(ids)
+        if ids.ndim == 1:
+            ids = ids[None, :]
+        batch, steps = ids.shape
+        state = list(state) if state is not None else self.initial_state(batch)
+        xproj = self._table0[ids]  # (B, T, G*u)
+        hidden = None
+        for n, layer in enumerate(self.layers):
+            if n > 0:
+                xproj = hidden @ layer.kernel + layer.input_bias()
+            outs = np.empty((batch, steps, layer.units), np.float32)
+            st = state[n]
+            for t in range(steps):
+                st = layer.step(xproj[:, t], st)
+                outs[:, t] = st[0]
+            state[n] = st
+            hidden = outs
+        self.step_count += steps
+        return hidden @ self.dense_kernel + self.dense_bias, state
+
+    def logits(self, text_or_ids: str | np.ndarray) -> np.ndarray:
+        """Logits (T, V) of one sequence read from the zero state: the next-character scores after each."""
+        ids = self.encode(text_or_ids) if isinstance(text_or_ids, str) else np.asarray(text_or_ids)
+        return self.forward(ids[None, :])[0][0]
+
+    def _window_logits(self, history: np.ndarray, window: int) -> np.ndarray:
+        """Logits for the next character after each row of `history`, re-reading its last `window` ids."""
+        return self.forward(history[:, -window:])[0][:, -1]
+
+    # -- generation ---------------------------------------------------------------------------------
+    def default_prime(self, rng: np.random.Generator) -> str:
+        seeds = self.meta.get("seeds") or []
+        if seeds:
+            return str(seeds[int(rng.integers(len(seeds)))])
+        return "\n" if "\n" in self.vocab else self.vocab.chars[0]
+
+    def stream(
+        self,
+        prime: str | None = None,
+        length: int = 400,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        seed: int | None = None,
+        num_samples: int = 1,
+        stop: str | None = None,
+        unknown: str = "error",
+        context: str = "stateful",
+    ) -> Iterator[Any]:
+        """Yield generated characters one step at a time: a str, or a list of str when num_samples > 1.
+
+        context="stateful" (default) reads the prime once and then steps each layer once per character;
+        context="window" re-reads the last `window` characters from a zero state for every character, the
+        lesson's way, kept for faithful comparison with classic models.
+        """
+        check_options(temperature, top_k, top_p)
+        if not isinstance(length, int) or length < 0:
+            raise CharlstmError(f"length must be an integer >= 0, got {length}")
+        if num_samples < 1:
+            raise CharlstmError(f"num-samples must be >= 1, got {num_samples}")
+        if context not in ("stateful", "window"):
+            raise CharlstmError(f"context must be 'stateful' or 'window', got {context!r}")
+        window = self.window or int(self.meta.get("config", {}).get("maxlen", 40))
+        rng = np.random.default_rng(seed)
+        if prime is None:
+            prime = self.default_prime(rng)
+        prime_ids = self.encode(prime, unknown=unknown)
+        if len(prime_ids) == 0:
+            raise CharlstmError(
+                "the prime is empty (after dropping unknown characters); give at least one character"
+            )
+        if stop == "":
+            stop = None
+        return self._generate_steps(
+            prime_ids, length, temperature, top_k, top_p, rng, num_samples, stop, context, window
+        )
+
+    def _generate_steps(
+        self, prime_ids, length, temperature, top_k, top_p, rng, batch, stop, context, window
+    ) -> Iterator[Any]:
+        chars = list(self.vocab.chars) + ["\ufffd"]
+        single = batch == 1
+        ids = np.repeat(prime_ids[None, :].astype(np.int64), batch, axis=0)
+        if context == "window":
+            history = ids
+            logits = self._window_logits(history, window)
+        else:
+            logits, state = self.forward(ids)
+            logits = logits[:, -1]
+        logits = logits - self.dense_bias + self._sample_bias
+        done = np.zeros(batch, bool)
+        tails = [""] * batch
+        chunk = 4096
+        uniforms = np.empty((0, batch))
+        for step in range(length):
+            if step % chunk == 0:
+                uniforms = rng.random((chunk, batch))
+            nxt = sample(logits, uniforms[step % chunk], temperature, top_k, top_p)
+            if single:
+                ch = chars[int(nxt[0])]
+                yield ch
+                if stop is not None:
+                    tails[0] = (tails[0] + ch)[-len(stop) :]
+                    if tails[0] == stop:
+                        return
+            else:
+                out = []
+                for b in range(batch):
+                    ch = "" if done[b] else chars[int(nxt[b])]
+                    out.append(ch)
+                    if stop is not None and not done[b]:
+                        tails[b] = (tails[b] + ch)[-len(stop) :]
+                        done[b] = tails[b] == stop
+                yield out
+                if done.all():
+                    return
+            if step == length - 1:
+                return
+            if context == "window":
+                history = np.concatenate([history, nxt[:, None]], axis=1)[:, -window:]
+                logits = self._window_logits(history, window) - self.dense_bias + self._sample_bias
+                continue
+            xproj = self._table0[nxt]
+            for n, layer in enumerate(self.layers):
+                if n > 0:
+                    xproj = state[n - 1][0] @ layer.kernel + layer.input_bias()
+                state[n] = layer.step(xproj, state[n])
+            self.step_count += 1
+            logits = state[-1][0] @ self.dense_kernel + self._sample_bias
+
+    def generate(
+        self, prime: str | None = None, length: int = 400, temperature: float = 1.0, **kwargs: Any
+    ) -> Any:
+        """Generated text (without the prime): a str, or a list of str when num_samples > 1."""
+        pieces = list(self.stream(prime, length, temperature, **kwargs))
+        if kwargs.get("num_samples", 1) == 1:
+            return "".join(pieces)
+        return ["".join(p[b] for p in pieces) for b in range(kwargs["num_samples"])]
+
+    # -- evaluation ---------------------------------------------------------------------------------
+    def evaluate(
+        self,
+        text: str,
+        unknown: str = "error",
+        context: str | None = None,
+        window: int | None = None,
+        streams: int = 64,
+    ) -> dict[str, float]:
+        """Mean next-character loss over `text` in nats and bits per character.
+
+        context="stateful": the text is read as `streams` contiguous pieces in parallel, each from a zero
+        state (long context, as generation sees it). context="window": every character is predicted from at
+        most `window` characters before it, re-read from a zero state (the classic recipe's view).
+        Default: window for classic (windowed) models, stateful otherwise.
+        """
+        ids = self.encode(text, unknown=unknown).astype(np.int64)
+        if len(ids) < 2:
+            raise CharlstmError("evaluation text must have at least 2 characters in the vocabulary")
+        context = context or ("window" if self.window else "stateful")
+        if context == "window":
+            window = window or self.window or 40
+            total, count = self._window_loss(ids, window)
+        else:
+            total, count = self._stateful_loss(ids, streams)
+        nats = total / count
+        return {"nats_per_char": nats, "bits_per_char": nats / np.log(2), "chars": count}
+
+    @staticmethod
+    def _nll(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        logits = logits.astype(np.float64)
+        m = logits.max(axis=-1, keepdims=True)
+        lse = np.log(np.exp(logits - m).sum(axis=-1)) + m[..., 0]
+        return lse - np.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
+
+    def _stateful_loss(self, ids: np.ndarray, streams: int) -> tuple[float, int]:
+        n = len(ids) - 1
+        streams = max(1, min(streams, n // 100 or 1))
+        per = n // streams
+        total = 0.0
+        inputs = ids[: per * streams].reshape(streams, per)
+        targets = ids[1 : per * streams + 1].reshape(streams, per)
+        logits, _ = self.forward(inputs)
+        total += float(self._nll(logits, targets).sum())
+        rest = n - per * streams  # the tail, read as one more stream
+        if rest:
+            logits, _ = self.forward(ids[per * streams : -1][None, :])
+            total += float(self._nll(logits, ids[per * streams + 1 :][None, :]).sum())
+        return total, n
+
+    def _window_loss(self, ids: np.ndarray, window: int) -> tuple[float, int]:
+        total = 0.0
+        targets = np.arange(1, len(ids))
+        for start in range(0, len(targets), 2048):
+            tgt = targets[start : start + 2048]
+            # windows ending just before each target; the first few have shorter context (left-padded
+            # rows are read from their own start by slicing per distinct length)
+            full = tgt[tgt >= window]
+            if len(full):
+                rows = ids[full[:, None] - window + np.arange(window)[None, :]]
+                logits = self.forward(rows)[0][:, -1]
+                total += float(self._nll(logits, ids[full]).sum())
+            for t in tgt[tgt < window]:
+                logits = self.forward(ids[None, :t])[0][:, -1]
+                total += float(self._nll(logits, ids[[t]]).sum())
+        return total, len(targets)
+
+    # -- persistence --------------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the model file this object was loaded from (atomically) to `path`."""
+        from charlstm.fileio import write_atomic
+
+        if self._file_bytes is None:
+            raise CharlstmError("this model was not loaded from a file and cannot be saved by the runtime")
+        write_atomic(path, self._file_bytes)
+
+
+def read_model_file(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, Any], bytes, bytes]:
+    """(keras config, charlstm metadata, weights h5 bytes, file bytes), with a clear error for non-models."""
+    p = Path(path)
+    if not p.is_file():
+        raise CharlstmError(f"{p}: no such model file")
+    data = p.read_bytes()
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as z:
+            names = set(z.namelist())
+            if META_ENTRY not in names or "config.json" not in names or "model.weights.h5" not in names:
+                raise CharlstmError(
+                    f"{p}: not a charlstm model file (a .keras zip with {META_ENTRY}); train one with `charlstm train`"
+                )
+            meta = json.loads(z.read(META_ENTRY))
+            config = json.loads(z.read("config.json"))
+            weights = z.read("model.weights.h5")
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as exc:
+        if isinstance(exc, CharlstmError):
+            raise
+        raise CharlstmError(
+            f"{p}: not a charlstm model file or damaged ({type(exc).__name__}: {exc})"
+        ) from None
+    if meta.get("format") != FORMAT:
+        raise CharlstmError(f"{p}: not a charlstm model file (format {meta.get('format')!r})")
+    return config, meta, weights, data
+
+
+SUPPORTED = {"InputLayer", "CategoryEncoding", "Embedding", "LSTM", "GRU", "Dropout", "Dense"}
+
+
+def model_from_parts(
+    config: dict[str, Any],
+    meta: dict[str, Any],
+    weights: list[list[np.ndarray]] | bytes,
+    *,
+    file_bytes: bytes | None = None,
+    path: str | None = None,
+) -> CharModel:
+    """Assemble a CharModel from a Keras model config and per-layer weights (or the h5 bytes)."""
+    layer_cfgs = config["config"]["layers"]
+    classes = [lc["class_name"] for lc in layer_cfgs]
+    unsupported = sorted(set(classes) - SUPPORTED)
+    if unsupported:
+        raise CharlstmError(
+            f"{path or 'model'}: layers the NumPy runtime cannot run: {', '.join(unsupported)}"
+        )
+    per_layer = _read_weights(weights, classes) if isinstance(weights, bytes) else weights
+    vocab = Vocabulary.from_json(meta["vocab"])
+    input_table = None
+    rnn: list[RecurrentLayer] = []
+    dense = None
+    window = None
+    for lc, w in zip(layer_cfgs, per_layer, strict=False):
+        cls, cfg = lc["class_name"], lc["config"]
+        if cls == "InputLayer":
+            shape = cfg.get("batch_shape") or cfg.get("batch_input_shape")
+            if shape and len(shape) > 1 and shape[1] is not None:
+                window = int(shape[1])
+        elif cls == "Embedding":
+            input_table = w[0]
+        elif cls in ("LSTM", "GRU"):
+            rnn.append(RecurrentLayer(cls.lower(), int(cfg["units"]), w[0], w[1], w[2]))
+        elif cls == "Dense":
+            dense = (w[0], w[1])
+    if not rnn or dense is None:
+        raise CharlstmError(f"{path or 'model'}: expected recurrent layers and a Dense head")
+    return CharModel(
+        vocab=vocab,
+        input_table=input_table,
+        layers=rnn,
+        dense_kernel=dense[0],
+        dense_bias=dense[1],
+        meta=meta,
+        window=window,
+        file_bytes=file_bytes,
+        path=path,
+    )
+
+
+def load(path: str | os.PathLike[str]) -> CharModel:
+    """Load a charlstm `.keras` file for generation and evaluation, without TensorFlow."""
+    config, meta, weights, data = read_model_file(path)
+    return model_from_parts(config, meta, weights, file_bytes=data, path=str(path))
