@@ -26,7 +26,7 @@ def load(path: str) -> CharModel:
 
 def __getattr__(name: str) -> Any:
     if name == "train":
-        from charlstm.train import train
+        from charlstm.trainer import train
 
         return train
     if name == "CharModel":

@@ -56,10 +56,11 @@ def sequence_layout(n_chars: int, seq_len: int) -> tuple[int, int]:
 def sequence_starts(n_chars: int, seq_len: int, seed: int, epoch: int, shuffle: bool = True) -> np.ndarray:
     """Start positions of this epoch's sequences: a random offset, then every seq_len, in shuffled order."""
     count, offsets = sequence_layout(n_chars, seq_len)
+    if not shuffle:  # validation: every full chunk from the start, in order
+        return seq_len * np.arange((n_chars - 1) // seq_len, dtype=np.int64)
     rng = epoch_rng(seed, epoch)
-    offset = int(rng.integers(offsets)) if shuffle else 0
-    starts = offset + seq_len * np.arange(count, dtype=np.int64)
-    return starts[rng.permutation(count)] if shuffle else starts
+    starts = int(rng.integers(offsets)) + seq_len * np.arange(count, dtype=np.int64)
+    return starts[rng.permutation(count)]
 
 
 def gather(ids: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
@@ -67,95 +68,118 @@ def gather(ids: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
     return ids[starts[:, None] + np.arange(length)[None, :]].astype(np.int32)
 
 
-def _keras_dataset_base():
-    import keras
-
-    return keras.utils.PyDataset
-
-
-class _EpochBatches:
-    """Shared epoch bookkeeping; subclasses define `_arrange(epoch)` and `_batch(starts)`."""
+class EpochBatches:
+    """Batches of one layout. `epoch_batches(e)` yields epoch e's batches without touching shared state;
+    `set_epoch(e)` + `len()` + `[i]` give random access to one epoch (tests, inspection)."""
 
     def __init__(self, ids: np.ndarray, batch_size: int, seed: int, shuffle: bool) -> None:
         self.ids = ids
         self.batch_size = batch_size
         self.seed = seed
         self.shuffle = shuffle
-        self.starts = np.zeros(0, np.int64)
         self.set_epoch(0)
+
+    def arrangement(self, epoch: int) -> np.ndarray:
+        """Start positions of epoch `epoch`'s rows, in order."""
+        raise NotImplementedError
+
+    def rows(self, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(inputs, targets) for the given start positions."""
+        raise NotImplementedError
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
-        self.starts = self._arrange(epoch)
+        self.starts = self.arrangement(epoch)
 
-    def _arrange(self, epoch: int) -> np.ndarray:  # pragma: no cover - abstract
-        raise NotImplementedError
+    def __len__(self) -> int:
+        return math.ceil(len(self.starts) / self.batch_size)
 
-    def _batch(self, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - abstract
-        raise NotImplementedError
+    def _batch(self, starts: np.ndarray, index: int) -> tuple[np.ndarray, np.ndarray]:
+        rows = index * self.batch_size + np.arange(self.batch_size)
+        if self.shuffle:  # training: every batch full (one compiled shape), wrapping around the epoch
+            rows %= len(starts)
+        else:  # validation: each row once
+            rows = rows[rows < len(starts)]
+        return self.rows(starts[rows])
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        return self._batch(self.starts, index)
+
+    def epoch_batches(self, epoch: int):
+        starts = self.arrangement(epoch)
+        for index in range(math.ceil(len(starts) / self.batch_size)):
+            yield self._batch(starts, index)
 
 
-def make_sequence_batches(ids: np.ndarray, seq_len: int, batch_size: int, seed: int, shuffle: bool = True):
-    """A keras PyDataset of (x, y) = (ids[s:s+L], ids[s+1:s+L+1]) rows.
+class SequenceBatches(EpochBatches):
+    """(x, y) = (ids[s:s+L], ids[s+1:s+L+1]) rows; see `sequence_starts`."""
 
-    Training (shuffle=True) fills every batch to `batch_size`, wrapping around the epoch's shuffled order, so
-    all batches share one shape (one compiled step); validation (shuffle=False) keeps each sequence once.
-    """
-    base = _keras_dataset_base()
+    def __init__(self, ids: np.ndarray, seq_len: int, batch_size: int, seed: int, shuffle: bool = True) -> None:
+        self.seq_len = min(seq_len, len(ids) - 1) if not shuffle else seq_len
+        if self.seq_len < 1:
+            raise CharlstmError("the validation text needs at least 2 characters")
+        super().__init__(ids, batch_size, seed, shuffle)
 
-    class SequenceBatches(_EpochBatches, base):
-        def __init__(self) -> None:
-            base.__init__(self)
-            _EpochBatches.__init__(self, ids, batch_size, seed, shuffle)
+    def arrangement(self, epoch: int) -> np.ndarray:
+        return sequence_starts(len(self.ids), self.seq_len, self.seed, epoch, shuffle=self.shuffle)
 
-        def _arrange(self, epoch: int) -> np.ndarray:
-            if not self.shuffle and len(self.ids) >= 2 and len(self.ids) < seq_len + 1:
-                return np.zeros(1, np.int64)  # a short validation text: one shorter sequence
-            return sequence_starts(len(self.ids), seq_len, seed, epoch, shuffle=self.shuffle)
+    def rows(self, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        chunk = gather(self.ids, starts, self.seq_len + 1)
+        return chunk[:, :-1], chunk[:, 1:]
 
-        @property
-        def seq_len(self) -> int:
-            return min(seq_len, len(self.ids) - 1)
 
-        def __len__(self) -> int:
-            return math.ceil(len(self.starts) / batch_size)
+class WindowBatches(EpochBatches):
+    """The lesson's windows: x = ids[i:i+maxlen] (ids; the one-hot happens inside the model), y = ids[i+maxlen]."""
 
-        def __getitem__(self, index: int):
-            rows = index * batch_size + np.arange(batch_size)
-            if self.shuffle:
-                rows %= len(self.starts)
-            else:
-                rows = rows[rows < len(self.starts)]
-            chunk = gather(self.ids, self.starts[rows], self.seq_len + 1)
-            return chunk[:, :-1], chunk[:, 1:]
+    def __init__(self, ids: np.ndarray, maxlen: int, step: int, batch_size: int, seed: int, shuffle: bool = True):
+        self.maxlen = maxlen
+        self.all_starts = window_starts(len(ids), maxlen, step)
+        super().__init__(ids, batch_size, seed, shuffle)
 
-    return SequenceBatches()
+    def arrangement(self, epoch: int) -> np.ndarray:
+        if not self.shuffle:
+            return self.all_starts
+        return self.all_starts[epoch_rng(self.seed, epoch).permutation(len(self.all_starts))]
+
+    def _batch(self, starts: np.ndarray, index: int) -> tuple[np.ndarray, np.ndarray]:
+        # the lesson's fit() keeps a smaller last batch rather than wrapping around
+        return self.rows(starts[index * self.batch_size : (index + 1) * self.batch_size])
+
+    def rows(self, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return gather(self.ids, starts, self.maxlen), self.ids[starts + self.maxlen].astype(np.int32)
+
+
+def make_sequence_batches(ids: np.ndarray, seq_len: int, batch_size: int, seed: int, shuffle: bool = True) -> SequenceBatches:
+    return SequenceBatches(ids, seq_len, batch_size, seed, shuffle)
 
 
 def make_window_batches(
     ids: np.ndarray, maxlen: int, step: int, batch_size: int, seed: int, shuffle: bool = True
-):
-    """A keras PyDataset of the lesson's windows: x = ids[i:i+maxlen] (ids, one-hot inside the model), y = ids[i+maxlen]."""
-    base = _keras_dataset_base()
-    all_starts = window_starts(len(ids), maxlen, step)
+) -> WindowBatches:
+    return WindowBatches(ids, maxlen, step, batch_size, seed, shuffle)
 
-    class WindowBatches(_EpochBatches, base):
-        def __init__(self) -> None:
-            base.__init__(self)
-            _EpochBatches.__init__(self, ids, batch_size, seed, shuffle)
 
-        def _arrange(self, epoch: int) -> np.ndarray:
-            return (
-                all_starts[epoch_rng(seed, epoch).permutation(len(all_starts))]
-                if self.shuffle
-                else all_starts
-            )
+def to_tf_dataset(batches: EpochBatches, first_epoch: int = 0, last_epoch: int | None = None):
+    """One tf.data stream of epochs first_epoch..last_epoch-1 (or one pass of epoch 0 if last_epoch is None).
 
-        def __len__(self) -> int:
-            return math.ceil(len(self.starts) / batch_size)
+    Used with `fit(steps_per_epoch=len(batches))`, each batch's content is fixed by its position in the
+    stream, so tf.data's prefetching (which runs ahead across epoch boundaries) cannot change the data order.
+    """
+    import tensorflow as tf
 
-        def __getitem__(self, index: int):
-            starts = self.starts[index * batch_size : (index + 1) * batch_size]
-            return gather(self.ids, starts, maxlen), self.ids[starts + maxlen].astype(np.int32)
+    x, y = batches._batch(batches.arrangement(first_epoch), 0)
+    signature = (
+        tf.TensorSpec((None, *x.shape[1:]), tf.int32),
+        tf.TensorSpec((None, *y.shape[1:]), tf.int32),
+    )
+    epochs = range(first_epoch, last_epoch) if last_epoch is not None else [0]
 
-    return WindowBatches()
+    def generate():
+        for epoch in epochs:
+            yield from batches.epoch_batches(epoch)
+
+    count = sum(math.ceil(len(batches.arrangement(e)) / batches.batch_size) for e in epochs)
+    dataset = tf.data.Dataset.from_generator(generate, output_signature=signature)
+    return dataset.apply(tf.data.experimental.assert_cardinality(count)).prefetch(2)

@@ -1,7 +1,7 @@
 """Keras callbacks that make a training run observable and safe to interrupt.
 
-- `EpochSetup`: gives each epoch its data arrangement and dropout seeds from (seed, epoch), so resuming at
-  epoch k reproduces an uninterrupted run.
+- `DropoutSeeds`: dropout masks drawn from (seed, epoch), so resuming at epoch k reproduces an
+  uninterrupted run (the data order is already a pure function of (seed, epoch): batches.py).
 - `StopOnSignal`: SIGINT/SIGTERM finish the current batch, then the run saves and stops.
 - `RunRecorder`: bits/char in the logs (and progress bar), metrics.csv, loss.png, last/best/model.keras
   and samples.txt, every file written atomically; NaN stops the run and keeps the last good checkpoint.
@@ -30,29 +30,36 @@ from charlstm.runtime import load as load_runtime
 LN2 = math.log(2)
 
 
-class EpochSetup(keras.callbacks.Callback):
-    def __init__(self, datasets: list[Any], seed: int) -> None:
+class DropoutSeeds(keras.callbacks.Callback):
+    """Derive every Dropout layer's RNG state from (seed, epoch) at the start of each epoch.
+
+    Keras does not save SeedGenerator states in the model file, so without this a resumed run would draw
+    different dropout masks than an uninterrupted one.
+    """
+
+    def __init__(self, seed: int) -> None:
         super().__init__()
-        self.datasets = datasets
         self.seed = seed
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        for ds in self.datasets:
-            if ds is not None and getattr(ds, "shuffle", False):
-                ds.set_epoch(epoch)
-        for layer in self.model.layers:  # Dropout's SeedGenerator state is not saved: derive it instead
+        for layer in self.model.layers:
             gen = getattr(layer, "seed_generator", None)
             if gen is not None:
                 gen.state.assign(np.array([self.seed % (2**31), epoch], dtype=gen.state.dtype))
 
 
 class StopOnSignal(keras.callbacks.Callback):
-    """Turn SIGINT/SIGTERM into 'stop after this batch'; a second SIGINT interrupts at once."""
+    """Turn SIGINT/SIGTERM into 'stop after this batch'; a second SIGINT interrupts at once.
+
+    A signal that arrives after an epoch's last batch (during validation or callbacks) stops the run at that
+    epoch's end with the epoch complete; one that arrives mid-epoch leaves `partial` set, and the resumed
+    run redoes that epoch from the saved weights.
+    """
 
     def __init__(self) -> None:
         super().__init__()
         self.signal_name: str | None = None
-        self.batch: int | None = None
+        self.partial = False
         self._previous: dict[int, Any] = {}
 
     def _handler(self, signum: int, frame: Any) -> None:
@@ -72,7 +79,12 @@ class StopOnSignal(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         if self.signal_name is not None and not self.model.stop_training:
-            self.batch = batch
+            steps = (self.params or {}).get("steps")
+            self.partial = steps is None or batch < steps - 1
+            self.model.stop_training = True
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if self.signal_name is not None:
             self.model.stop_training = True
 
     def on_train_end(self, logs: dict | None = None) -> None:
@@ -145,7 +157,7 @@ class RunRecorder(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs = logs if logs is not None else {}
         add_bits(logs)
-        if self.stopper.interrupted:  # a partial epoch: keep weights, redo this epoch on resume
+        if self.stopper.partial:  # a partial epoch: keep weights, redo this epoch on resume
             save_model(self.model, self.run_dir / "last.keras", self.meta(self._state(epoch)))
             return
         loss = logs.get("loss")

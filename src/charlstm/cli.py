@@ -148,7 +148,10 @@ def _build_parser() -> argparse.ArgumentParser:
     e.add_argument(
         "--context", choices=["stateful", "window"], help="default: window for classic models, else stateful"
     )
-    e.add_argument("--encoding", default="utf-8")
+    e.add_argument("--encoding", default="utf-8", help="text encoding (default utf-8; e.g. latin-1, gbk)")
+    e.add_argument(
+        "--errors", choices=["strict", "replace", "ignore"], default="strict", help="undecodable bytes"
+    )
 
     sub.add_parser("corpora", help="list the named corpora and whether each is available offline")
 
@@ -212,7 +215,7 @@ def _train_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from charlstm.train import train
+    from charlstm.trainer import train
 
     if args.resume:
         train(out=args.resume, resume=True, **_train_settings(args))
@@ -280,7 +283,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     model = load(args.model)
     for source in args.texts:
-        text = load_corpus(source, encoding=args.encoding, download=False).text
+        text = load_corpus(source, encoding=args.encoding, errors=args.errors, download=False).text
         r = model.evaluate(text, unknown=args.unknown, context=args.context)
         print(
             f"{source}: {r['nats_per_char']:.4f} nats/char  {r['bits_per_char']:.4f} bits/char  "
@@ -308,7 +311,7 @@ def cmd_corpora(args: argparse.Namespace) -> int:
     return 0
 
 
-DEMO_SETTINGS = {"epochs": 12, "layers": 1, "units": 256, "max_chars": 400_000}
+DEMO_SETTINGS = {"epochs": 20, "max_chars": 400_000}
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -316,7 +319,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     import shutil
 
     from charlstm.corpus import load_named
-    from charlstm.train import train
+    from charlstm.trainer import train
 
     source = "treasure-island"
     try:

@@ -23,7 +23,7 @@ class ModelSpec:
     embedding_dim: int = 64
     cell: str = "lstm"
     layers: int = 2
-    units: int = 256
+    units: int = 128
     dropout: float = 0.0
     window: int | None = None  # fixed input length + last-step output (the lesson); None: every position
 

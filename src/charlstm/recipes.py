@@ -43,8 +43,8 @@ class TrainConfig:
     embedding_dim: int = 64
     cell: str = "lstm"
     layers: int = 2
-    units: int = 256
-    dropout: float = 0.2
+    units: int = 128
+    dropout: float = 0.1
     # optimisation
     optimizer: str = "adam"
     lr: float = 3e-3

@@ -38,12 +38,27 @@ def _prepare_text(corpus: Corpus, config: TrainConfig) -> str:
     )
 
 
-def _seeds(text: str, count: int, length: int, seed: int) -> list[str]:
-    """Random `length`-character snippets of the training text: default primes, as the lesson picks them."""
+def _seeds(text: str, count: int, length: int, seed: int, vocab: Vocabulary | None = None) -> list[str]:
+    """Random `length`-character snippets of the training text: default primes, as the lesson picks them.
+
+    With a `vocab` that maps rare characters to the unknown symbol, only snippets made entirely of kept
+    characters qualify (failing enough of those, snippets with their rare characters dropped), so a default
+    prime encodes under `--unknown error` too.
+    """
     if len(text) <= length:
         return [text]
     rng = np.random.default_rng([seed, 99])
-    return [text[i : i + length] for i in rng.integers(0, len(text) - length, size=count)]
+    picks = [text[i : i + length] for i in rng.integers(0, len(text) - length, size=count)]
+    if vocab is None or not vocab.has_unknown:
+        return picks
+    clean = [s for s in picks if not vocab.unknown_chars(s)]
+    for i in rng.integers(0, len(text) - length, size=50 * count):
+        if len(clean) >= count:
+            break
+        if not vocab.unknown_chars(text[i : i + length]):
+            clean.append(text[i : i + length])
+    dropped = ["".join(c for c in s if c in vocab) for s in picks if vocab.unknown_chars(s)]
+    return clean + [s for s in dropped if s][: count - len(clean)]
 
 
 def _optimizer(config: TrainConfig, steps_per_epoch: int) -> Any:
@@ -64,7 +79,6 @@ def _optimizer(config: TrainConfig, steps_per_epoch: int) -> Any:
 
 def _compile(model: Any, config: TrainConfig, steps_per_epoch: int) -> None:
     import keras
-
     import tensorflow as tf
 
     # XLA made LSTM training 1.3-2x slower on this project's 2-core CPU (benchmarks/README.md); GPUs keep "auto"
@@ -87,6 +101,7 @@ def train(
     out: str | os.PathLike[str] | None = None,
     resume: bool = False,
     init_from: str | os.PathLike[str] | None = None,
+    callbacks: list[Any] | None = None,
     **settings: Any,
 ) -> CharModel:
     """Train a character model on `source` (named corpus, file or folder) and return it, ready to generate.
@@ -94,11 +109,9 @@ def train(
     settings: any `TrainConfig` field (epochs, layers, units, seq_len, lr, ...); None means 'recipe default'.
     resume: continue the run in `out` from its last.keras (source and settings come from the run; `epochs`
     may be raised to train longer).
+    callbacks: extra Keras callbacks, run before charlstm's own each epoch.
     """
-    import keras
-
-    from charlstm.batches import make_sequence_batches, make_window_batches, split_ids
-    from charlstm.callbacks import BitsPerChar, EpochSetup, RunRecorder, StopOnSignal
+    from charlstm.batches import make_sequence_batches, make_window_batches, split_ids, to_tf_dataset
     from charlstm.model import ModelSpec, build_model
     from charlstm.modelfile import load_keras_model, read_meta
 
@@ -188,7 +201,6 @@ def train(
         run_dir = default_run_dir(corpus.name)
 
     # -- data ------------------------------------------------------------------------------------
-    keras.utils.set_random_seed(config.seed)
     if config.mode == "windows":
         train_ds = make_window_batches(train_ids, config.maxlen, config.step, config.batch_size, config.seed)
         val_ds = (
@@ -206,6 +218,13 @@ def train(
             else None
         )
     steps = len(train_ds)
+
+    # Keras (and TensorFlow) load only now, so every mistake in the input above is one quick, clean line
+    import keras
+
+    from charlstm.callbacks import BitsPerChar, DropoutSeeds, RunRecorder, StopOnSignal
+
+    keras.utils.set_random_seed(config.seed)
 
     # -- model -----------------------------------------------------------------------------------
     spec = ModelSpec(
@@ -232,7 +251,7 @@ def train(
         )
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    seeds = _seeds(text[: len(train_ids)], 16, config.maxlen, config.seed)
+    seeds = _seeds(text[: len(train_ids)], 16, config.maxlen, config.seed, vocab)
     base_meta = {
         "recipe": config.recipe,
         "config": config.to_json(),
@@ -279,23 +298,16 @@ def train(
     )
     # order matters: bits/char enter the logs before the progress bar prints them, and the recorder
     # (samples, checkpoints) runs after the bar has finished its line
-    callbacks: list[Any] = [
-        EpochSetup([train_ds], config.seed),
-        stopper,
-        BitsPerChar(),
-        keras.callbacks.TerminateOnNaN(),
-    ]
+    cbs: list[Any] = [*(callbacks or []), DropoutSeeds(config.seed), stopper, BitsPerChar()]
+    cbs.append(keras.callbacks.TerminateOnNaN())
     if config.verbose:
-        callbacks.append(keras.callbacks.ProgbarLogger())
-    callbacks.append(recorder)
+        cbs.append(keras.callbacks.ProgbarLogger())
+    cbs.append(recorder)
     if config.early_stopping:
-        callbacks.append(
-            keras.callbacks.EarlyStopping(
-                monitor="val_loss" if val_ds is not None else "loss", patience=config.early_stopping
-            )
-        )
+        monitor = "val_loss" if val_ds is not None else "loss"
+        cbs.append(keras.callbacks.EarlyStopping(monitor=monitor, patience=config.early_stopping))
     if config.tensorboard:
-        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard")))
+        cbs.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard")))
 
     if config.verbose:
         arch = f"{config.layers}x{config.cell.upper()}({config.units})"
@@ -304,20 +316,29 @@ def train(
             f"{len(val_ids):,} validation chars, vocabulary {vocab.size}, {steps} batches/epoch -> {run_dir}",
             flush=True,
         )
+        if vocab.has_unknown:
+            print(
+                f"charlstm: the vocabulary keeps {vocab.coverage:.2%} of the text's characters; the rarest "
+                f"become one unknown symbol (never generated)",
+                flush=True,
+            )
     started = time.time()
     model.fit(
-        train_ds,
-        validation_data=val_ds,
+        to_tf_dataset(train_ds, initial_epoch, config.epochs),
+        steps_per_epoch=steps,
+        shuffle=False,  # batches.py shuffles, reproducibly
+        validation_data=to_tf_dataset(val_ds) if val_ds is not None else None,
         epochs=config.epochs,
         initial_epoch=initial_epoch,
-        callbacks=callbacks,
+        callbacks=cbs,
         verbose=config.verbose,
     )
     wall = time.time() - started
 
     if stopper.interrupted:
+        where = "during" if stopper.partial else "at the end of"
         raise TrainingInterrupted(
-            f"stopped by {stopper.signal_name} during epoch {initial_epoch + recorder.epochs_done + 1}; "
+            f"stopped by {stopper.signal_name} {where} epoch {initial_epoch + recorder.epochs_done + int(stopper.partial)}; "
             f"saved {run_dir / 'last.keras'}. Resume with: charlstm train --resume {run_dir}"
         )
     if recorder.diverged_at is not None:

@@ -1,0 +1,217 @@
+"""Issue 3: sequence batches, validation loss, resume equivalence, signals, damaged checkpoints, fine-tuning."""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+from conftest import TINY_TEXT, run_cli
+
+import charlstm
+from charlstm.batches import make_sequence_batches, sequence_layout, sequence_starts, split_ids
+from charlstm.errors import CharlstmError, TrainingInterrupted
+from charlstm.runtime import load
+
+SMALL = dict(layers=1, units=32, embedding_dim=8, seq_len=24, batch_size=8, lr=1e-2, sample_length=20,
+             sample_temperatures=[0.5], verbose=0)
+
+
+def _metrics(run: Path) -> list[dict[str, float]]:
+    with open(run / "metrics.csv") as fh:
+        return [{k: float(v) if v not in ("", None) else math.nan for k, v in row.items()} for row in csv.DictReader(fh)]
+
+
+# -- batches -----------------------------------------------------------------------------------------
+def test_sequence_batches_cover_split_shift_targets_and_vary_offsets():
+    ids = (np.arange(1000) % 251).astype(np.uint8)
+    before = ids.copy()
+    ds = make_sequence_batches(ids, seq_len=20, batch_size=7, seed=3)
+    offsets = set()
+    for epoch in range(4):
+        ds.set_epoch(epoch)
+        seen = np.zeros(len(ids), bool)
+        for i in range(len(ds)):
+            x, y = ds[i]
+            assert x.shape == (7, 20) and y.shape == (7, 20)  # every batch full: one compiled shape
+            np.testing.assert_array_equal(x[:, 1:], y[:, :-1])  # targets are the inputs shifted by one
+            starts = ds.starts
+        for s in starts:
+            seen[s : s + 21] = True
+        offsets.add(int(starts.min()))
+        count, n_offsets = sequence_layout(len(ids), 20)
+        assert len(starts) == count
+        # all but less than one sequence at each end is covered
+        assert seen[starts.min() : starts.min() + count * 20].all()
+        assert starts.min() < n_offsets and len(ids) - (starts.max() + 21) < 20 + n_offsets
+    assert len(offsets) > 1, "the offset must change between epochs"
+    np.testing.assert_array_equal(ids, before)  # the corpus itself is never shuffled in place
+
+
+def test_batch_rows_are_slices_of_the_corpus():
+    ids = np.random.default_rng(0).integers(0, 50, 500).astype(np.uint8)
+    ds = make_sequence_batches(ids, seq_len=16, batch_size=4, seed=1)
+    ds.set_epoch(2)
+    x, y = ds[0]
+    for row, start in zip(x, ds.starts[:4], strict=True):
+        np.testing.assert_array_equal(row, ids[start : start + 16])
+
+
+def test_epoch_order_is_a_function_of_seed_and_epoch():
+    a = sequence_starts(5000, 50, seed=7, epoch=3)
+    b = sequence_starts(5000, 50, seed=7, epoch=3)
+    c = sequence_starts(5000, 50, seed=7, epoch=4)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_split_keeps_the_last_fraction_contiguous():
+    ids = np.arange(100)
+    train, val = split_ids(ids, 0.1)
+    np.testing.assert_array_equal(train, np.arange(90))
+    np.testing.assert_array_equal(val, np.arange(90, 100))
+
+
+# -- validation ----------------------------------------------------------------------------------------
+def test_validation_loss_equals_direct_computation(tiny_corpus, tmp_path):
+    out = tmp_path / "run"
+    model = charlstm.train(str(tiny_corpus), out=out, epochs=1, **SMALL)
+    reported = _metrics(out)[-1]
+    # direct: the same split, the val text cut into seq_len chunks from its start, mean cross-entropy
+    ids = model.vocab.encode(TINY_TEXT)
+    _, val = split_ids(ids, 0.1)
+    n = (len(val) - 1) // 24
+    x = np.stack([val[i * 24 : i * 24 + 24] for i in range(n)])
+    y = np.stack([val[i * 24 + 1 : i * 24 + 25] for i in range(n)])
+    last = load(out / "last.keras")  # the weights at the end of epoch 1, when validation ran
+    logits, _ = last.forward(x)
+    logits = logits.astype(np.float64)
+    lse = np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1)) + logits.max(-1)
+    nll = lse - np.take_along_axis(logits, y[..., None].astype(np.int64), -1)[..., 0]
+    assert reported["val_loss"] == pytest.approx(nll.mean(), abs=2e-4)
+    assert reported["val_bpc"] == pytest.approx(nll.mean() / math.log(2), abs=3e-4)
+    assert model is not None
+
+
+# -- resume ------------------------------------------------------------------------------------------
+class _SigintAfterEpoch(keras.callbacks.Callback):
+    def __init__(self, epoch: int) -> None:
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.epoch:
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_interrupted_and_resumed_run_equals_uninterrupted_run(tiny_corpus, tmp_path):
+    settings = dict(SMALL, dropout=0.2, layers=2, epochs=3, seed=11)
+    straight = tmp_path / "straight"
+    charlstm.train(str(tiny_corpus), out=straight, **settings)
+
+    resumed = tmp_path / "resumed"
+    with pytest.raises(TrainingInterrupted, match="--resume"):
+        charlstm.train(str(tiny_corpus), out=resumed, callbacks=[_SigintAfterEpoch(0)], **settings)
+    assert len(_metrics(resumed)) == 1
+    charlstm.train(out=resumed, resume=True, verbose=0)
+
+    a, b = _metrics(straight), _metrics(resumed)
+    assert [r["epoch"] for r in b] == [1, 2, 3]
+    for ra, rb in zip(a, b, strict=True):
+        assert rb["loss"] == pytest.approx(ra["loss"], rel=1e-4)
+        assert rb["val_loss"] == pytest.approx(ra["val_loss"], rel=1e-4)
+        assert rb["lr"] == pytest.approx(ra["lr"], rel=1e-6)
+
+
+def test_resume_needs_a_run_and_refuses_to_overwrite(tiny_corpus, tmp_path, tiny_run):
+    with pytest.raises(CharlstmError, match="no last.keras"):
+        charlstm.train(out=tmp_path / "nothing", resume=True)
+    with pytest.raises(CharlstmError, match="already holds a run"):
+        charlstm.train(str(tiny_corpus), out=tiny_run, epochs=1, verbose=0)
+
+
+def test_damaged_checkpoint_is_a_clear_error_not_a_fresh_start(tiny_corpus, tmp_path):
+    out = tmp_path / "run"
+    charlstm.train(str(tiny_corpus), out=out, epochs=1, **SMALL)
+    last = out / "last.keras"
+    data = last.read_bytes()
+    last.write_bytes(data[: len(data) // 2])
+    r = run_cli("train", "--resume", str(out), "--epochs", "3")
+    assert r.returncode == 2, r.stderr
+    assert "last.keras" in r.stderr and "Traceback" not in r.stderr
+    assert len(_metrics(out)) == 1  # nothing was retrained or overwritten
+    assert last.read_bytes() == data[: len(data) // 2]
+
+
+def test_sigint_during_training_leaves_a_resumable_run(tiny_corpus, tmp_path):
+    out = tmp_path / "run"
+    text = tmp_path / "long.txt"
+    text.write_text(TINY_TEXT * 20, encoding="utf-8")
+    cmd = [sys.executable, "-m", "charlstm.cli", "train", str(text), "--out", str(out), "--epochs", "200",
+           "--layers", "1", "--units", "32", "--seq-len", "24", "--batch-size", "8", "--quiet"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (out / "metrics.csv").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert (out / "metrics.csv").exists(), proc.stderr.read() if proc.poll() is not None else "no epoch in 120 s"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert f"charlstm train --resume {out}" in err
+    model = load(out / "last.keras")  # loadable, and it generates
+    assert len(model.generate("the ", 10, seed=0)) == 10
+    epochs_done = len(_metrics(out))
+    r = run_cli("train", "--resume", str(out), "--epochs", str(epochs_done + 1), "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert len(_metrics(out)) == epochs_done + 1
+
+
+# -- options -----------------------------------------------------------------------------------------
+def test_gru_schedule_and_early_stopping_options(tiny_corpus, tmp_path):
+    out = tmp_path / "gru"
+    model = charlstm.train(str(tiny_corpus), out=out, cell="gru", lr_schedule="step", epochs=2, **SMALL)
+    assert model.layers[0].cell == "gru"
+    rows = _metrics(out)
+    assert len(rows) == 2
+    out2 = tmp_path / "es"
+    charlstm.train(str(tiny_corpus), out=out2, epochs=50, early_stopping=1, **dict(SMALL, lr=0.5))
+    assert len(_metrics(out2)) < 50  # a learning rate this high stops improving fast
+
+
+def test_init_from_fine_tunes_and_checks_the_vocabulary(tiny_corpus, tiny_run, tmp_path):
+    base = load(tiny_run / "model.keras")
+    out = tmp_path / "ft"
+    tuned = charlstm.train(str(tiny_corpus), out=out, init_from=str(tiny_run / "model.keras"), epochs=1, verbose=0)
+    assert tuned.vocab == base.vocab
+    first = _metrics(out)[0]
+    base_rows = _metrics(tiny_run)
+    # it starts from the trained weights: its first epoch is already far better than the base's first epoch
+    assert first["loss"] < (base_rows[0]["loss"] + base_rows[-1]["loss"]) / 2
+    other = tmp_path / "other.txt"
+    other.write_text("ZZZ QQQ xyz " * 40, encoding="utf-8")
+    r = run_cli("train", str(other), "--init-from", str(tiny_run / "model.keras"), "--out", str(tmp_path / "bad"))
+    assert r.returncode == 2
+    assert "'Z'" in r.stderr and "vocabulary" in r.stderr
+
+
+def test_run_directory_files(tiny_run):
+    import json
+
+    cfg = json.loads((tiny_run / "config.json").read_text())
+    assert len(cfg["corpus"]["sha256"]) == 64
+    assert cfg["config"]["seq_len"] == 32 and cfg["vocab"]["size"] > 10
+    rows = _metrics(tiny_run)
+    assert set(rows[0]) == {"epoch", "time", "loss", "bpc", "val_loss", "val_bpc", "lr"}
+    assert rows[-1]["loss"] < rows[0]["loss"]
+    assert (tiny_run / "loss.png").read_bytes()[:4] == b"\x89PNG"
+    # model.keras is the best by validation loss
+    best = min(range(len(rows)), key=lambda i: rows[i]["val_loss"])
+    assert load(tiny_run / "model.keras").meta["train_state"]["best"] == pytest.approx(rows[best]["val_loss"])
