@@ -119,29 +119,51 @@ def is_available_offline(name: str) -> bool:
     return path is None or path.is_file()
 
 
+DECODE_ERRORS = ("strict", "replace", "ignore")
+
+
 def decode_bytes(data: bytes, *, source: str, encoding: str = "utf-8", errors: str = "strict") -> str:
-    """Bytes -> str with a BOM dropped and CRLF/CR turned into LF; a decoding failure names the byte."""
-    if b"\x00" in data[:8192] and encoding.lower().replace("-", "").replace("_", "") in ("utf8", "utf8sig"):
-        offset = data.index(b"\x00")
-        raise CharlstmError(
-            f"{source}: looks like a binary file (NUL byte at offset {offset}); give a text file, "
-            "or --encoding if it is UTF-16/UTF-32 text"
-        )
+    """Bytes -> str with a BOM dropped and CRLF/CR turned into LF; a decoding failure names the byte.
+
+    With the default UTF-8, a UTF-16/UTF-32 byte-order mark is honoured (such files are text, not binary).
+    """
     try:
         codecs.lookup(encoding)
     except LookupError:
         raise CharlstmError(
             f"unknown encoding {encoding!r}; use a Python codec name such as utf-8, gbk, latin-1"
         ) from None
+    if errors not in DECODE_ERRORS:  # others (surrogateescape) would leave text the vocabulary cannot encode
+        raise CharlstmError(f"--errors must be one of {', '.join(DECODE_ERRORS)}, got {errors!r}")
+    skip = 0  # bytes of a BOM removed before decoding, so that error offsets count from the file's start
     if encoding.lower().replace("-", "").replace("_", "") in ("utf8", "utf8sig"):
-        encoding = "utf-8-sig"  # strips a leading BOM, decodes the rest as UTF-8
+        encoding = "utf-8"
+        for bom, name in (  # UTF-32 first: its little-endian BOM begins with UTF-16's
+            (codecs.BOM_UTF32_LE, "utf-32"),
+            (codecs.BOM_UTF32_BE, "utf-32"),
+            (codecs.BOM_UTF16_LE, "utf-16"),
+            (codecs.BOM_UTF16_BE, "utf-16"),
+            (codecs.BOM_UTF8, "utf-8"),
+        ):
+            if data.startswith(bom):
+                # the utf-16/utf-32 codecs read their BOM (it gives the byte order); UTF-8's we drop here
+                encoding, skip = name, len(bom) if name == "utf-8" else 0
+                break
+        if encoding == "utf-8" and b"\x00" in data[:8192]:
+            offset = data.index(b"\x00")
+            raise CharlstmError(
+                f"{source}: looks like a binary file (NUL byte at offset {offset}); give a text file, "
+                "or --encoding if it is UTF-16/UTF-32 text"
+            )
     try:
-        text = data.decode(encoding, errors=errors)
+        text = data[skip:].decode(encoding, errors=errors)
     except UnicodeDecodeError as exc:
-        bad = data[exc.start : exc.start + 4].hex(" ")
+        start = exc.start + skip
+        bad = data[start : start + 4].hex(" ")
+        line = data[:start].count(b"\n") + 1
         raise CharlstmError(
-            f"{source}: cannot decode byte offset {exc.start} (bytes {bad}) as {exc.encoding}: {exc.reason}; "
-            "pass --encoding (e.g. latin-1, gbk) or --errors replace"
+            f"{source}: cannot decode byte offset {start} (line {line}, bytes {bad}) as {encoding}: "
+            f"{exc.reason}; pass the file's --encoding (e.g. latin-1, gbk, utf-16) or --errors replace"
         ) from None
     if text.startswith("\ufeff"):
         text = text[1:]
