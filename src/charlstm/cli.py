@@ -260,6 +260,8 @@ def _print_samples(
 def cmd_generate(args: argparse.Namespace) -> int:
     from charlstm.runtime import load
 
+    if not args.temperature:  # `--temperature ,` would otherwise print nothing and succeed
+        raise CharlstmError("--temperature needs at least one number (0 = greedy)")
     model = load(args.model)
     _print_samples(
         model,

@@ -30,13 +30,72 @@ META_ENTRY = "charlstm.json"
 FORMAT = "charlstm-model"
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 0.5 * np.tanh(0.5 * x) + 0.5  # one transcendental instead of exp + divide; exact identity
+_BLAS_CONTROL: Any = False  # (get, set) of NumPy's OpenBLAS thread count, None where unavailable; looked up once
+
+
+def _openblas_thread_control() -> Any:
+    """The thread-count functions of the OpenBLAS bundled with NumPy's wheels, or None: another BLAS, a
+    library we cannot find, or a user who chose OPENBLAS_NUM_THREADS (their choice stands)."""
+    global _BLAS_CONTROL
+    if _BLAS_CONTROL is False:
+        _BLAS_CONTROL = None
+        if "OPENBLAS_NUM_THREADS" not in os.environ:
+            try:
+                import ctypes
+
+                here = Path(np.__file__).resolve().parent
+                libs = [
+                    *here.parent.joinpath("numpy.libs").glob("*openblas*"),  # Linux and Windows wheels
+                    *here.joinpath(".dylibs").glob("*openblas*"),  # macOS wheels
+                ]
+                for lib_path in libs:  # already loaded by NumPy: CDLL returns that same library
+                    lib = ctypes.CDLL(str(lib_path))
+                    for prefix, suffix in (("scipy_openblas", "64_"), ("scipy_openblas", ""), ("openblas", "")):
+                        get = getattr(lib, f"{prefix}_get_num_threads{suffix}", None)
+                        set_ = getattr(lib, f"{prefix}_set_num_threads{suffix}", None)
+                        if get is not None and set_ is not None:
+                            get.restype, get.argtypes = ctypes.c_int, []
+                            set_.restype, set_.argtypes = None, [ctypes.c_int]
+                            _BLAS_CONTROL = (get, set_)
+                            return _BLAS_CONTROL
+            except (OSError, AttributeError):
+                pass
+    return _BLAS_CONTROL
+
+
+class _OneBlasThread:
+    """Inside `with`: NumPy's OpenBLAS on one thread, restored on exit (re-entrant).
+
+    A batched step multiplies small matrices (64 x 256 by 256 x 1024); OpenBLAS splits those over threads that
+    then wait for each other, which on a busy machine is 10-30x slower than one thread. Batch 1 (a vector
+    times a matrix) is left alone. A no-op where the thread count cannot be set (see above). The count is
+    process-wide: generations running in parallel threads may briefly see each other's setting, which costs
+    speed, never correctness.
+    """
+
+    def __init__(self, active: bool) -> None:
+        self.control = _openblas_thread_control() if active else None
+        self.saved = 1
+
+    def __enter__(self) -> None:
+        if self.control is not None:
+            self.saved = self.control[0]()
+            if self.saved != 1:
+                self.control[1](1)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.control is not None and self.saved != 1:
+            self.control[1](self.saved)
 
 
 @dataclass
 class RecurrentLayer:
-    """One LSTM or GRU layer in Keras' layout (gate order i, f, c, o for LSTM; z, r, h for GRU)."""
+    """One LSTM or GRU layer in Keras' layout (gate order i, f, c, o for LSTM; z, r, h for GRU).
+
+    For stepping, the weights are also kept in a fused layout: LSTM gates reordered to i, f, o, c, and every
+    sigmoid gate's columns halved, so one tanh over all gates gives sigmoid(x) = 0.5 * tanh(x / 2) + 0.5 for
+    the gates and tanh for the candidate. Halving is exact in floating point, so results are unchanged.
+    """
 
     cell: str
     units: int
@@ -44,28 +103,60 @@ class RecurrentLayer:
     recurrent: np.ndarray  # (u, G*u)
     bias: np.ndarray  # LSTM: (4u,); GRU (reset_after): (2, 3u) = input bias, recurrent bias
 
+    def __post_init__(self) -> None:
+        u = self.units
+        if self.cell == "lstm":
+            order = np.r_[0 : 2 * u, 3 * u : 4 * u, 2 * u : 3 * u]  # i, f, o, c
+            scale = np.r_[np.full(3 * u, 0.5), np.ones(u)].astype(np.float32)
+            bias_in, self._bias_rec = self.bias[order] * scale, None
+        else:
+            order = np.arange(3 * u)
+            scale = np.r_[np.full(2 * u, 0.5), np.ones(u)].astype(np.float32)
+            bias_in = self.bias[0] * scale
+            self._bias_rec = np.ascontiguousarray(self.bias[1] * scale, dtype=np.float32)
+        self._kernel = np.ascontiguousarray(self.kernel[:, order] * scale, dtype=np.float32)
+        self._recurrent = np.ascontiguousarray(self.recurrent[:, order] * scale, dtype=np.float32)
+        self._bias_in = np.ascontiguousarray(bias_in, dtype=np.float32)
+
     def input_bias(self) -> np.ndarray:
         return self.bias if self.cell == "lstm" else self.bias[0]
+
+    def project(self, x: np.ndarray) -> np.ndarray:
+        """The input's share of every gate, in the fused layout `step` takes: x @ kernel + input bias."""
+        return x @ self._kernel + self._bias_in
 
     def zero_state(self, batch: int) -> tuple[np.ndarray, ...]:
         h = np.zeros((batch, self.units), np.float32)
         return (h, h.copy()) if self.cell == "lstm" else (h,)
 
     def step(self, xproj: np.ndarray, state: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
-        """Advance one time step given the projected input `x @ kernel + input_bias` (B, G*u)."""
+        """Advance one time step given the projected input `project(x)` (B, G*u); returns the new state."""
         u = self.units
         if self.cell == "lstm":
             h, c = state
-            z = xproj + h @ self.recurrent
-            s = _sigmoid(z)
-            c = s[:, u : 2 * u] * c + s[:, :u] * np.tanh(z[:, 2 * u : 3 * u])
-            return s[:, 3 * u :] * np.tanh(c), c
+            z = h @ self._recurrent
+            z += xproj
+            np.tanh(z, out=z)
+            gates = z[:, : 3 * u]
+            gates *= 0.5
+            gates += 0.5  # i, f, o are now sigmoids; z[:, 3u:] is tanh of the candidate
+            c = z[:, u : 2 * u] * c
+            c += z[:, :u] * z[:, 3 * u :]
+            return z[:, 2 * u : 3 * u] * np.tanh(c), c
         (h,) = state
-        r_all = h @ self.recurrent + self.bias[1]
-        zr = _sigmoid(xproj[:, : 2 * u] + r_all[:, : 2 * u])
-        hh = np.tanh(xproj[:, 2 * u :] + zr[:, u:] * r_all[:, 2 * u :])
-        z = zr[:, :u]
-        return (z * h + (1.0 - z) * hh,)
+        r_all = h @ self._recurrent
+        r_all += self._bias_rec
+        zr = xproj[:, : 2 * u] + r_all[:, : 2 * u]
+        np.tanh(zr, out=zr)
+        zr *= 0.5
+        zr += 0.5
+        hh = zr[:, u:] * r_all[:, 2 * u :]
+        hh += xproj[:, 2 * u :]
+        np.tanh(hh, out=hh)
+        h = h - hh
+        h *= zr[:, :u]
+        h += hh  # z * h + (1 - z) * hh
+        return (h,)
 
 
 def _snake(name: str) -> str:
@@ -125,8 +216,8 @@ class CharModel:
         self._file_bytes = file_bytes
         # layer 0's projected input for every character id: one row lookup per step
         first = layers[0]
-        table = input_table @ first.kernel if input_table is not None else first.kernel
-        self._table0 = np.ascontiguousarray(table + first.input_bias(), dtype=np.float32)
+        table = first.project(input_table) if input_table is not None else first._kernel + first._bias_in
+        self._table0 = np.ascontiguousarray(table, dtype=np.float32)
         self._sample_bias = dense_bias.copy()
         if vocab.unknown_id is not None:
             self._sample_bias[vocab.unknown_id] = -np.inf  # the unknown symbol is never generated
@@ -178,20 +269,21 @@ class CharModel:
             ids = ids[None, :]
         batch, steps = ids.shape
         state = list(state) if state is not None else self.initial_state(batch)
-        xproj = self._table0[ids]  # (B, T, G*u)
-        hidden = None
-        for n, layer in enumerate(self.layers):
-            if n > 0:
-                xproj = hidden @ layer.kernel + layer.input_bias()
-            outs = np.empty((batch, steps, layer.units), np.float32)
-            st = state[n]
-            for t in range(steps):
-                st = layer.step(xproj[:, t], st)
-                outs[:, t] = st[0]
-            state[n] = st
-            hidden = outs
-        self.step_count += steps
-        return hidden @ self.dense_kernel + self.dense_bias, state
+        with _OneBlasThread(batch > 1):
+            xproj = self._table0[ids]  # (B, T, G*u)
+            hidden = None
+            for n, layer in enumerate(self.layers):
+                if n > 0:
+                    xproj = layer.project(hidden)
+                outs = np.empty((batch, steps, layer.units), np.float32)
+                st = state[n]
+                for t in range(steps):
+                    st = layer.step(xproj[:, t], st)
+                    outs[:, t] = st[0]
+                state[n] = st
+                hidden = outs
+            self.step_count += steps
+            return hidden @ self.dense_kernel + self.dense_bias, state
 
     def logits(self, text_or_ids: str | np.ndarray) -> np.ndarray:
         """Logits (T, V) of one sequence read from the zero state: the next-character scores after each."""
@@ -231,14 +323,14 @@ class CharModel:
         check_options(temperature, top_k, top_p)
         if not isinstance(length, int) or length < 0:
             raise CharlstmError(f"length must be an integer >= 0, got {length}")
-        if num_samples < 1:
-            raise CharlstmError(f"num-samples must be >= 1, got {num_samples}")
+        if not isinstance(num_samples, int) or num_samples < 1:
+            raise CharlstmError(f"num-samples must be an integer >= 1, got {num_samples}")
         if context not in ("stateful", "window"):
             raise CharlstmError(f"context must be 'stateful' or 'window', got {context!r}")
         window = self.window or int(self.meta.get("config", {}).get("maxlen", 40))
+        if prime is None:  # its own generator, so the draws below do not depend on whether a prime was given
+            prime = self.default_prime(np.random.default_rng(seed))
         rng = np.random.default_rng(seed)
-        if prime is None:
-            prime = self.default_prime(rng)
         prime_ids = self.encode(prime, unknown=unknown)
         if len(prime_ids) == 0:
             raise CharlstmError(
@@ -253,55 +345,64 @@ class CharModel:
     def _generate_steps(
         self, prime_ids, length, temperature, top_k, top_p, rng, batch, stop, context, window
     ) -> Iterator[Any]:
+        if length == 0:
+            return
         chars = list(self.vocab.chars) + ["\ufffd"]
         single = batch == 1
-        ids = np.repeat(prime_ids[None, :].astype(np.int64), batch, axis=0)
-        if context == "window":
-            history = ids
-            logits = self._window_logits(history, window)
-        else:
-            logits, state = self.forward(ids)
-            logits = logits[:, -1]
-        logits = logits - self.dense_bias + self._sample_bias
-        done = np.zeros(batch, bool)
+        one_thread = _OneBlasThread(batch > 1)
+        prime_ids = prime_ids[None, :].astype(np.int64)
+        with one_thread:
+            if context == "window":
+                history = np.repeat(prime_ids, batch, axis=0)
+            else:  # every sample starts from the same prime: read it once, then copy the state
+                logits, state = self.forward(prime_ids)
+                logits = np.repeat(logits[:, -1] - self.dense_bias + self._sample_bias, batch, axis=0)
+                state = [tuple(np.repeat(s, batch, axis=0) for s in st) for st in state]
+        done = [False] * batch
         tails = [""] * batch
-        chunk = 4096
+        # uniforms come from one sequential stream, so the chunk size never changes the text; bound it so
+        # that a short or wide request does not draw 4096 x batch numbers (655 MB for 20k samples)
+        chunk = max(1, min(4096, length, (1 << 20) // batch))
         uniforms = np.empty((0, batch))
+        nxt = None
         for step in range(length):
-            if step % chunk == 0:
-                uniforms = rng.random((chunk, batch))
-            nxt = sample(logits, uniforms[step % chunk], temperature, top_k, top_p)
+            with one_thread:  # only the computing, never across a yield
+                if context == "window":
+                    if step:
+                        history = np.concatenate([history, nxt[:, None]], axis=1)[:, -window:]
+                    logits = self._window_logits(history, window) - self.dense_bias + self._sample_bias
+                elif step:  # one step of each layer for the character just generated
+                    xproj = self._table0[nxt]
+                    for n, layer in enumerate(self.layers):
+                        if n > 0:
+                            xproj = layer.project(state[n - 1][0])
+                        state[n] = layer.step(xproj, state[n])
+                    self.step_count += 1
+                    logits = state[-1][0] @ self.dense_kernel + self._sample_bias
+                if step % chunk == 0:
+                    uniforms = rng.random((chunk, batch))
+                nxt = sample(logits, uniforms[step % chunk], temperature, top_k, top_p)
             if single:
-                ch = chars[int(nxt[0])]
+                ch = chars[nxt.item(0)]
                 yield ch
                 if stop is not None:
                     tails[0] = (tails[0] + ch)[-len(stop) :]
                     if tails[0] == stop:
                         return
+            elif stop is None:
+                yield [chars[i] for i in nxt.tolist()]
             else:
                 out = []
-                for b in range(batch):
-                    ch = "" if done[b] else chars[int(nxt[b])]
-                    out.append(ch)
-                    if stop is not None and not done[b]:
-                        tails[b] = (tails[b] + ch)[-len(stop) :]
-                        done[b] = tails[b] == stop
+                for b, i in enumerate(nxt.tolist()):
+                    if done[b]:
+                        out.append("")
+                        continue
+                    out.append(chars[i])
+                    tails[b] = (tails[b] + chars[i])[-len(stop) :]
+                    done[b] = tails[b] == stop
                 yield out
-                if done.all():
+                if all(done):
                     return
-            if step == length - 1:
-                return
-            if context == "window":
-                history = np.concatenate([history, nxt[:, None]], axis=1)[:, -window:]
-                logits = self._window_logits(history, window) - self.dense_bias + self._sample_bias
-                continue
-            xproj = self._table0[nxt]
-            for n, layer in enumerate(self.layers):
-                if n > 0:
-                    xproj = state[n - 1][0] @ layer.kernel + layer.input_bias()
-                state[n] = layer.step(xproj, state[n])
-            self.step_count += 1
-            logits = state[-1][0] @ self.dense_kernel + self._sample_bias
 
     def generate(
         self, prime: str | None = None, length: int = 400, temperature: float = 1.0, **kwargs: Any
@@ -411,8 +512,9 @@ def read_model_file(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[
         raise CharlstmError(
             f"{p}: not a charlstm model file or damaged ({type(exc).__name__}: {exc})"
         ) from None
-    if meta.get("format") != FORMAT:
-        raise CharlstmError(f"{p}: not a charlstm model file (format {meta.get('format')!r})")
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise CharlstmError(f"{p}: not a charlstm model file (format {found!r})")
     return config, meta, weights, data
 
 
@@ -471,4 +573,10 @@ def model_from_parts(
 def load(path: str | os.PathLike[str]) -> CharModel:
     """Load a charlstm `.keras` file for generation and evaluation, without TensorFlow."""
     config, meta, weights, data = read_model_file(path)
-    return model_from_parts(config, meta, weights, file_bytes=data, path=str(path))
+    try:
+        return model_from_parts(config, meta, weights, file_bytes=data, path=str(path))
+    except (OSError, KeyError, ValueError, TypeError, AttributeError, IndexError) as exc:
+        # a zip with the right entries but damaged or foreign contents (weights, layer graph, vocabulary)
+        raise CharlstmError(
+            f"{path}: not a charlstm model file or damaged ({type(exc).__name__}: {exc})"
+        ) from None
