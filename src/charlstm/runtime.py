@@ -30,62 +30,35 @@ META_ENTRY = "charlstm.json"
 FORMAT = "charlstm-model"
 
 
-_BLAS_CONTROL: Any = False  # (get, set) of NumPy's OpenBLAS thread count, None where unavailable; looked up once
-
-
-def _openblas_thread_control() -> Any:
-    """The thread-count functions of the OpenBLAS bundled with NumPy's wheels, or None: another BLAS, a
-    library we cannot find, or a user who chose OPENBLAS_NUM_THREADS (their choice stands)."""
-    global _BLAS_CONTROL
-    if _BLAS_CONTROL is False:
-        _BLAS_CONTROL = None
-        if "OPENBLAS_NUM_THREADS" not in os.environ:
-            try:
-                import ctypes
-
-                here = Path(np.__file__).resolve().parent
-                libs = [
-                    *here.parent.joinpath("numpy.libs").glob("*openblas*"),  # Linux and Windows wheels
-                    *here.joinpath(".dylibs").glob("*openblas*"),  # macOS wheels
-                ]
-                for lib_path in libs:  # already loaded by NumPy: CDLL returns that same library
-                    lib = ctypes.CDLL(str(lib_path))
-                    for prefix, suffix in (("scipy_openblas", "64_"), ("scipy_openblas", ""), ("openblas", "")):
-                        get = getattr(lib, f"{prefix}_get_num_threads{suffix}", None)
-                        set_ = getattr(lib, f"{prefix}_set_num_threads{suffix}", None)
-                        if get is not None and set_ is not None:
-                            get.restype, get.argtypes = ctypes.c_int, []
-                            set_.restype, set_.argtypes = None, [ctypes.c_int]
-                            _BLAS_CONTROL = (get, set_)
-                            return _BLAS_CONTROL
-            except (OSError, AttributeError):
-                pass
-    return _BLAS_CONTROL
+_BLAS = None  # threadpoolctl's controller, made once (inspecting the loaded libraries takes milliseconds)
 
 
 class _OneBlasThread:
-    """Inside `with`: NumPy's OpenBLAS on one thread, restored on exit (re-entrant).
+    """Inside `with`: BLAS on one thread (threadpoolctl), restored on exit.
 
-    A batched step multiplies small matrices (64 x 256 by 256 x 1024); OpenBLAS splits those over threads that
+    A batched step multiplies small matrices (64 x 128 by 128 x 512); OpenBLAS splits those over threads that
     then wait for each other, which on a busy machine is 10-30x slower than one thread. Batch 1 (a vector
-    times a matrix) is left alone. A no-op where the thread count cannot be set (see above). The count is
-    process-wide: generations running in parallel threads may briefly see each other's setting, which costs
-    speed, never correctness.
+    times a matrix) is left alone. The limit is held per step, never across a `yield`, so the caller's own
+    NumPy work between generated characters keeps its threads.
     """
 
     def __init__(self, active: bool) -> None:
-        self.control = _openblas_thread_control() if active else None
-        self.saved = 1
+        self.active = active
+        self.limiter: Any = None
 
     def __enter__(self) -> None:
-        if self.control is not None:
-            self.saved = self.control[0]()
-            if self.saved != 1:
-                self.control[1](1)
+        global _BLAS
+        if self.active:
+            if _BLAS is None:
+                from threadpoolctl import ThreadpoolController
+
+                _BLAS = ThreadpoolController()
+            self.limiter = _BLAS.limit(limits=1, user_api="blas")  # applies at once
 
     def __exit__(self, *exc: object) -> None:
-        if self.control is not None and self.saved != 1:
-            self.control[1](self.saved)
+        if self.limiter is not None:
+            self.limiter.restore_original_limits()
+            self.limiter = None
 
 
 @dataclass
