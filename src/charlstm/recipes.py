@@ -34,7 +34,7 @@ class TrainConfig:
     mode: str = "sequences"  # "windows" = the lesson's (maxlen, step) windows, one target each
     maxlen: int = 40
     step: int = 3
-    seq_len: int = 128
+    seq_len: int = 64
     batch_size: int = 64
     val_frac: float = 0.1
     val_file: str | None = None
@@ -47,7 +47,7 @@ class TrainConfig:
     dropout: float = 0.1
     # optimisation
     optimizer: str = "adam"
-    lr: float = 3e-3
+    lr: float = 5e-3
     clipnorm: float | None = 1.0
     lr_schedule: str = "cosine"
     epochs: int = 30
