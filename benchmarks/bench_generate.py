@@ -3,7 +3,7 @@
     python benchmarks/bench_generate.py [--readme]
 
 For two models with random weights (speed does not depend on training) — the classic LSTM(128) on one-hot
-input with a 40-character window, and the default 2 x LSTM(256) on a 64-wide embedding — it measures
+input with a 40-character window, and the default recipe's model (2 x LSTM(128) on a 64-wide embedding) — it measures
 characters per second for
   (a) the lesson's loop: `model.predict` on the last 40 characters, once per generated character, then the
       lesson's `sample` (log, exp, multinomial);
@@ -55,7 +55,7 @@ def make_models(folder: Path) -> dict[str, tuple[Path, object]]:
     vocab = Vocabulary(VOCAB)
     specs = {
         "classic LSTM(128)": ModelSpec(vocab_size=vocab.size, input="onehot", layers=1, units=128, window=MAXLEN),
-        "default 2xLSTM(256)": ModelSpec(vocab_size=vocab.size),
+        "default 2xLSTM(128)": ModelSpec(vocab_size=vocab.size),
     }
     out = {}
     for name, spec in specs.items():
@@ -208,11 +208,10 @@ character, NumPy only), the median of 3 runs; (c) counts the characters of all 6
 
 Machine: {machine}.
 
-Batched steps (64 samples, or `evaluate`'s 64 streams) run on one OpenBLAS thread (`runtime._OneBlasThread`):
+Batched steps (64 samples, or `evaluate`'s 64 streams) run on one BLAS thread (`runtime._OneBlasThread`, via threadpoolctl):
 OpenBLAS splits a 64 x 128 by 128 x 512 product over threads that then wait for each other, and on this
 shared 2-core machine that product took 3.4-6.5 ms on the default 2 threads against 0.17 ms on one (measured
-once while writing this benchmark). Batch 1 (vector times matrix) is left alone, and an explicit
-`OPENBLAS_NUM_THREADS` is respected.
+once while writing this benchmark). Batch 1 (vector times matrix) is left alone.
 """
     text = README.read_text(encoding="utf-8") if README.exists() else "# Benchmarks\n"
     if SECTION in text:

@@ -215,3 +215,14 @@ def test_run_directory_files(tiny_run):
     # model.keras is the best by validation loss
     best = min(range(len(rows)), key=lambda i: rows[i]["val_loss"])
     assert load(tiny_run / "model.keras").meta["train_state"]["best"] == pytest.approx(rows[best]["val_loss"])
+
+
+def test_resume_refuses_a_changed_corpus(tmp_path):
+    text = tmp_path / "t.txt"
+    text.write_text(TINY_TEXT, encoding="utf-8")
+    out = tmp_path / "run"
+    with pytest.raises(TrainingInterrupted):
+        charlstm.train(str(text), out=out, callbacks=[_SigintAfterEpoch(0)], **dict(SMALL, epochs=3))
+    text.write_text(TINY_TEXT.replace("cat", "bat"), encoding="utf-8")
+    with pytest.raises(CharlstmError, match="changed since the run"):
+        charlstm.train(out=out, resume=True)

@@ -174,6 +174,11 @@ def train(
             f"{corpus.name}: no text left after preprocessing (--ascii-only / Gutenberg stripping)"
         )
     if resume:
+        if corpus.sha256 != saved["corpus"]["sha256"]:
+            raise CharlstmError(
+                f"{source}: the text changed since the run in {run_dir} started (sha256 differs); "
+                "resuming would train on different data: restore the text or start a new run"
+            )
         vocab = Vocabulary.from_json(saved["vocab"])
     elif init_from is not None:
         vocab = Vocabulary.from_json(read_meta(init_from)["vocab"])
