@@ -226,3 +226,50 @@ def test_resume_refuses_a_changed_corpus(tmp_path):
     text.write_text(TINY_TEXT.replace("cat", "bat"), encoding="utf-8")
     with pytest.raises(CharlstmError, match="changed since the run"):
         charlstm.train(out=out, resume=True)
+
+
+class _PoisonWeightsInEpoch(keras.callbacks.Callback):
+    """Make the loss NaN from the first batch of epoch `epoch` on (index 0-based)."""
+
+    def __init__(self, epoch: int) -> None:
+        super().__init__()
+        self.epoch = epoch
+        self.current = -1
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.current = epoch
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self.current == self.epoch:
+            w = self.model.layers[-1].kernel
+            w.assign(np.full(w.shape, np.nan, dtype="float32"))
+
+
+def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(tiny_corpus, tmp_path):
+    from charlstm.errors import TrainingDiverged
+
+    out = tmp_path / "run"
+    with pytest.raises(TrainingDiverged, match="NaN"):
+        charlstm.train(str(tiny_corpus), out=out, callbacks=[_PoisonWeightsInEpoch(1)], **dict(SMALL, epochs=4))
+    good = load(out / "last.keras")
+    assert good.meta["train_state"]["epoch"] == 1
+    assert np.isfinite(good.dense_kernel).all()
+    assert len(_metrics(out)) == 1
+
+
+def test_val_file_tensorboard_and_cli_evaluate(tiny_corpus, tmp_path):
+    val = tmp_path / "val.txt"
+    val.write_text("the dog sat on the mat by the log.\n" * 6, encoding="utf-8")
+    out = tmp_path / "run"
+    charlstm.train(str(tiny_corpus), out=out, epochs=1, val_file=str(val), tensorboard=True, **SMALL)
+    import json
+
+    corpus = json.loads((out / "config.json").read_text())["corpus"]
+    assert corpus["val_chars"] == len(val.read_text()) and corpus["train_chars"] == len(TINY_TEXT)
+    assert any((out / "tensorboard").rglob("events.out.tfevents.*"))
+    r = run_cli("evaluate", str(out / "model.keras"), str(val))
+    assert r.returncode == 0, r.stderr
+    nats = float(r.stdout.split("nats/char")[0].split()[-1])
+    bits = float(r.stdout.split("bits/char")[0].split()[-1])
+    assert bits == pytest.approx(nats / math.log(2), abs=2e-4)
+    assert nats == pytest.approx(load(out / "model.keras").evaluate(val.read_text())["nats_per_char"], abs=1e-4)

@@ -7,6 +7,7 @@ the best one). `resume=True` picks a run up from last.keras exactly where it sto
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
@@ -163,6 +164,9 @@ def train(
             raise CharlstmError(
                 f"{run_dir} already holds a run; continue it with --resume or choose another --out"
             )
+
+    if config.tensorboard and importlib.util.find_spec("tensorboard") is None:
+        raise CharlstmError("--tensorboard needs the tensorboard package: pip install tensorboard")
 
     # -- text and vocabulary ---------------------------------------------------------------------
     corpus = load_corpus(source, encoding=config.encoding, errors=config.errors, glob=config.glob)
