@@ -151,7 +151,8 @@ def test_damaged_checkpoint_is_a_clear_error_not_a_fresh_start(tiny_corpus, tmp_
     assert last.read_bytes() == data[: len(data) // 2]
 
 
-def test_sigint_during_training_leaves_a_resumable_run(tiny_corpus, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_during_training_leaves_a_resumable_run(tiny_corpus, tmp_path, sig):
     out = tmp_path / "run"
     text = tmp_path / "long.txt"
     text.write_text(TINY_TEXT * 20, encoding="utf-8")
@@ -162,7 +163,7 @@ def test_sigint_during_training_leaves_a_resumable_run(tiny_corpus, tmp_path):
     while not (out / "metrics.csv").exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.2)
     assert (out / "metrics.csv").exists(), proc.stderr.read() if proc.poll() is not None else "no epoch in 120 s"
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert f"charlstm train --resume {out}" in err
