@@ -32,26 +32,28 @@ def _metrics(run: Path) -> list[dict[str, float]]:
 
 # -- batches -----------------------------------------------------------------------------------------
 def test_sequence_batches_cover_split_shift_targets_and_vary_offsets():
-    ids = (np.arange(1000) % 251).astype(np.uint8)
+    ids = np.arange(1000).astype(np.uint16)  # every value unique: a row's first id is its start
     before = ids.copy()
     ds = make_sequence_batches(ids, seq_len=20, batch_size=7, seed=3)
+    count, n_offsets = sequence_layout(len(ids), 20)
     offsets = set()
     for epoch in range(4):
-        ds.set_epoch(epoch)
         seen = np.zeros(len(ids), bool)
-        for i in range(len(ds)):
-            x, y = ds[i]
+        starts = []
+        for x, y in ds.epoch_batches(epoch):  # what training is fed
             assert x.shape == (7, 20) and y.shape == (7, 20)  # every batch full: one compiled shape
             np.testing.assert_array_equal(x[:, 1:], y[:, :-1])  # targets are the inputs shifted by one
-            starts = ds.starts
-        for s in starts:
-            seen[s : s + 21] = True
-        offsets.add(int(starts.min()))
-        count, n_offsets = sequence_layout(len(ids), 20)
-        assert len(starts) == count
-        # all but less than one sequence at each end is covered
-        assert seen[starts.min() : starts.min() + count * 20].all()
-        assert starts.min() < n_offsets and len(ids) - (starts.max() + 21) < 20 + n_offsets
+            np.testing.assert_array_equal(y[:, -1], x[:, -1] + 1)
+            starts += x[:, 0].tolist()
+            for row in x:
+                seen[row[0] : row[0] + 21] = True
+        starts = np.array(starts)
+        assert len(set(starts.tolist())) == count  # each sequence of the epoch appears (wrap-around repeats)
+        first = starts.min()
+        offsets.add(int(first))
+        assert first < n_offsets
+        assert seen[first : first + count * 20 + 1].all()  # contiguous cover from the offset on
+        assert len(ids) - (first + count * 20 + 1) < 20  # less than one sequence left unread at the end
     assert len(offsets) > 1, "the offset must change between epochs"
     np.testing.assert_array_equal(ids, before)  # the corpus itself is never shuffled in place
 
