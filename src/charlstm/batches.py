@@ -180,6 +180,6 @@ def to_tf_dataset(batches: EpochBatches, first_epoch: int = 0, last_epoch: int |
         for epoch in epochs:
             yield from batches.epoch_batches(epoch)
 
-    count = sum(math.ceil(len(batches.arrangement(e)) / batches.batch_size) for e in epochs)
+    count = len(batches) * len(epochs)  # every epoch has the same number of batches
     dataset = tf.data.Dataset.from_generator(generate, output_signature=signature)
     return dataset.apply(tf.data.experimental.assert_cardinality(count)).prefetch(2)

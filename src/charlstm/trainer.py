@@ -140,7 +140,8 @@ def train(
         if source is None:
             raise CharlstmError("give a text source: a file, a folder or a named corpus")
         if init_from is not None:
-            base = read_meta(init_from)["config"]
+            init_meta = read_meta(init_from)
+            base = init_meta["config"]
             arch = {
                 k: base[k]
                 for k in (
@@ -157,7 +158,7 @@ def train(
                 )
             }
             settings = {**arch, **{k: v for k, v in settings.items() if k not in arch}}
-            recipe = read_meta(init_from)["config"].get("recipe", recipe)
+            recipe = base.get("recipe", recipe)
         config = make_config(recipe, **settings)
         run_dir = Path(out) if out is not None else None
         if run_dir is not None and (run_dir / "last.keras").exists():
@@ -185,7 +186,7 @@ def train(
             )
         vocab = Vocabulary.from_json(saved["vocab"])
     elif init_from is not None:
-        vocab = Vocabulary.from_json(read_meta(init_from)["vocab"])
+        vocab = Vocabulary.from_json(init_meta["vocab"])
         missing = vocab.unknown_chars(text) if not vocab.has_unknown else []
         if missing:
             shown = ", ".join(repr(c) for c in missing[:20])
