@@ -78,6 +78,11 @@ def _build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", help="run directory (default runs/<corpus>-<time>)")
     t.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last.keras")
     t.add_argument("--init-from", metavar="MODEL", help="start from this model's weights (fine-tuning)")
+    t.add_argument(
+        "--backend",
+        choices=["tensorflow", "jax"],
+        help="Keras backend that trains (default: $KERAS_BACKEND, else charlstm's default for the device)",
+    )
     _add_text_options(t)
     m = t.add_argument_group("model")
     m.add_argument("--layers", type=int)
@@ -218,12 +223,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     from charlstm.trainer import train
 
     if args.resume:
-        train(out=args.resume, resume=True, **_train_settings(args))
+        train(out=args.resume, resume=True, backend=args.backend, **_train_settings(args))
     else:
         if not args.source:
             raise CharlstmError("give a text source (file, folder or named corpus), or --resume DIR")
         train(
-            args.source, recipe=args.recipe, out=args.out, init_from=args.init_from, **_train_settings(args)
+            args.source,
+            recipe=args.recipe,
+            out=args.out,
+            init_from=args.init_from,
+            backend=args.backend,
+            **_train_settings(args),
         )
     return 0
 

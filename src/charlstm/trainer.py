@@ -1,4 +1,6 @@
-"""train(): text -> vocabulary -> batches -> Keras model.fit with callbacks -> one .keras file.
+"""train(): a short sequence of named phases, each one screen long.
+
+    settings -> text -> data -> model -> run files and callbacks -> fit -> report
 
 A run lives in one directory: config.json, metrics.csv, loss.png, samples.txt, last.keras (resume point,
 with optimizer state), best.keras (best validation loss) and model.keras (the model the run hands over:
@@ -12,12 +14,14 @@ import json
 import math
 import os
 import time
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from charlstm import backend as backends
 from charlstm.corpus import Corpus, load_corpus, preprocess, read_text_file
 from charlstm.errors import CharlstmError, TrainingDiverged, TrainingInterrupted
 from charlstm.fileio import write_atomic
@@ -27,7 +31,57 @@ from charlstm.vocab import Vocabulary
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+# settings a fine-tuned model must share with the model it starts from
+ARCHITECTURE_KEYS = (
+    "mode", "maxlen", "input", "embedding_dim", "cell", "layers", "units", "normalize", "lowercase", "ascii_only",
+)
 
+
+@dataclass
+class Plan:
+    """What the settings phase decides: the full config, the source, the run directory, and what the run
+    continues from (a resumed run's saved metadata, or the model a fine-tuning starts from)."""
+
+    config: TrainConfig
+    source: str
+    run_dir: Path | None
+    resumed: dict[str, Any] | None = None  # last.keras metadata when resuming
+    init_from: str | None = None
+    init_meta: dict[str, Any] | None = None
+
+    @property
+    def state(self) -> dict[str, Any]:
+        return (self.resumed or {}).get("train_state", {})
+
+
+@dataclass
+class Text:
+    """The text phase's result: where the text came from, the vocabulary, and the encoded split."""
+
+    corpus: Corpus
+    text: str  # the preprocessed text (default primes are cut from its training part)
+    vocab: Vocabulary
+    train_ids: np.ndarray
+    val_ids: np.ndarray
+
+
+@dataclass
+class Data:
+    train: Any  # batches.EpochBatches
+    val: Any | None
+    steps: int  # batches per epoch
+
+
+@dataclass
+class Session:
+    """The callbacks of one fit() call and the two that report how it ended."""
+
+    callbacks: list[Any] = field(default_factory=list)
+    recorder: Any = None
+    stopper: Any = None
+
+
+# -- helpers used by more than one phase (and by benchmarks) -------------------------------------------
 def _prepare_text(corpus: Corpus, config: TrainConfig) -> str:
     strip = config.strip_gutenberg if config.strip_gutenberg is not None else corpus.gutenberg
     return preprocess(
@@ -80,14 +134,11 @@ def _optimizer(config: TrainConfig, steps_per_epoch: int) -> Any:
 
 def _compile(model: Any, config: TrainConfig, steps_per_epoch: int) -> None:
     import keras
-    import tensorflow as tf
 
-    # XLA made LSTM training 1.3-2x slower on this project's 2-core CPU (benchmarks/README.md); GPUs keep "auto"
-    jit = "auto" if tf.config.list_physical_devices("GPU") else False
     model.compile(
         optimizer=_optimizer(config, steps_per_epoch),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        jit_compile=jit,
+        jit_compile=backends.jit_compile(),
     )
 
 
@@ -95,149 +146,118 @@ def default_run_dir(corpus_name: str) -> Path:
     return Path("runs") / f"{corpus_name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
 
-def train(
-    source: str | os.PathLike[str] | None = None,
-    *,
-    recipe: str = "default",
-    out: str | os.PathLike[str] | None = None,
-    resume: bool = False,
-    init_from: str | os.PathLike[str] | None = None,
-    callbacks: list[Any] | None = None,
-    **settings: Any,
-) -> CharModel:
-    """Train a character model on `source` (named corpus, file or folder) and return it, ready to generate.
+# -- phase 1: settings -------------------------------------------------------------------------------------
+def plan_run(
+    source: str | os.PathLike[str] | None,
+    recipe: str,
+    out: str | os.PathLike[str] | None,
+    resume: bool,
+    init_from: str | os.PathLike[str] | None,
+    settings: dict[str, Any],
+) -> Plan:
+    """The whole config: a recipe plus overrides, or a resumed run's own config (epochs may grow)."""
+    from charlstm.modelfile import read_meta
 
-    settings: any `TrainConfig` field (epochs, layers, units, seq_len, lr, ...); None means 'recipe default'.
-    resume: continue the run in `out` from its last.keras (source and settings come from the run; `epochs`
-    may be raised to train longer).
-    callbacks: extra Keras callbacks, run before charlstm's own each epoch.
-    """
-    from charlstm.batches import make_sequence_batches, make_window_batches, split_ids, to_tf_dataset
-    from charlstm.model import ModelSpec, build_model
-    from charlstm.modelfile import load_keras_model, read_meta
-
-    # -- settings and run directory --------------------------------------------------------------
-    state: dict[str, Any] = {}
     if resume:
         if out is None:
             raise CharlstmError("--resume needs the run directory")
         run_dir = Path(out)
         last = run_dir / "last.keras"
         if not last.is_file():
-            raise CharlstmError(
-                f"{run_dir}: no last.keras to resume from (is this a charlstm run directory?)"
-            )
+            raise CharlstmError(f"{run_dir}: no last.keras to resume from (is this a charlstm run directory?)")
         saved = read_meta(last)
         config = TrainConfig.from_json(saved["config"])
         if settings.get("epochs"):
             config.epochs = int(settings["epochs"])
         if settings.get("verbose") is not None:
             config.verbose = settings["verbose"]
-        source = saved["corpus"]["source"]
-        state = saved.get("train_state", {})
         config.validate()
-    else:
-        if source is None:
-            raise CharlstmError("give a text source: a file, a folder or a named corpus")
-        if init_from is not None:
-            init_meta = read_meta(init_from)
-            base = init_meta["config"]
-            arch = {
-                k: base[k]
-                for k in (
-                    "mode",
-                    "maxlen",
-                    "input",
-                    "embedding_dim",
-                    "cell",
-                    "layers",
-                    "units",
-                    "normalize",
-                    "lowercase",
-                    "ascii_only",
-                )
-            }
-            settings = {**arch, **{k: v for k, v in settings.items() if k not in arch}}
-            recipe = base.get("recipe", recipe)
-        config = make_config(recipe, **settings)
-        run_dir = Path(out) if out is not None else None
-        if run_dir is not None and (run_dir / "last.keras").exists():
-            raise CharlstmError(
-                f"{run_dir} already holds a run; continue it with --resume or choose another --out"
-            )
-
+        return Plan(config, saved["corpus"]["source"], run_dir, resumed=saved)
+    if source is None:
+        raise CharlstmError("give a text source: a file, a folder or a named corpus")
+    init_meta = None
+    if init_from is not None:
+        init_meta = read_meta(init_from)
+        base = init_meta["config"]
+        arch = {k: base[k] for k in ARCHITECTURE_KEYS}
+        settings = {**arch, **{k: v for k, v in settings.items() if k not in arch}}
+        recipe = base.get("recipe", recipe)
+    config = make_config(recipe, **settings)
+    run_dir = Path(out) if out is not None else None
+    if run_dir is not None and (run_dir / "last.keras").exists():
+        raise CharlstmError(f"{run_dir} already holds a run; continue it with --resume or choose another --out")
     if config.tensorboard and importlib.util.find_spec("tensorboard") is None:
         raise CharlstmError("--tensorboard needs the tensorboard package: pip install tensorboard")
+    return Plan(config, str(source), run_dir, init_from=str(init_from) if init_from else None, init_meta=init_meta)
 
-    # -- text and vocabulary ---------------------------------------------------------------------
-    corpus = load_corpus(source, encoding=config.encoding, errors=config.errors, glob=config.glob)
+
+# -- phase 2: text and vocabulary ----------------------------------------------------------------------------
+def read_text(plan: Plan) -> Text:
+    """Read and preprocess the text, fix the vocabulary (new, resumed or inherited) and split the ids."""
+    config = plan.config
+    corpus = load_corpus(plan.source, encoding=config.encoding, errors=config.errors, glob=config.glob)
     text = _prepare_text(corpus, config)
     if config.max_chars:
         text = text[: config.max_chars]
     if not text:
-        raise CharlstmError(
-            f"{corpus.name}: no text left after preprocessing (--ascii-only / Gutenberg stripping)"
-        )
-    if resume:
-        if corpus.sha256 != saved["corpus"]["sha256"]:
+        raise CharlstmError(f"{corpus.name}: no text left after preprocessing (--ascii-only / Gutenberg stripping)")
+    if plan.resumed is not None:
+        if corpus.sha256 != plan.resumed["corpus"]["sha256"]:
             raise CharlstmError(
-                f"{source}: the text changed since the run in {run_dir} started (sha256 differs); "
+                f"{plan.source}: the text changed since the run in {plan.run_dir} started (sha256 differs); "
                 "resuming would train on different data: restore the text or start a new run"
             )
-        vocab = Vocabulary.from_json(saved["vocab"])
-    elif init_from is not None:
-        vocab = Vocabulary.from_json(init_meta["vocab"])
+        vocab = Vocabulary.from_json(plan.resumed["vocab"])
+    elif plan.init_meta is not None:
+        vocab = Vocabulary.from_json(plan.init_meta["vocab"])
         missing = vocab.unknown_chars(text) if not vocab.has_unknown else []
         if missing:
             shown = ", ".join(repr(c) for c in missing[:20])
             raise CharlstmError(
-                f"{init_from}: its vocabulary lacks {len(missing)} character(s) of the new text: {shown}; "
+                f"{plan.init_from}: its vocabulary lacks {len(missing)} character(s) of the new text: {shown}; "
                 "fine-tuning needs the same vocabulary (clean the text, or train from scratch)"
             )
     else:
         vocab = Vocabulary.build(text, max_vocab=config.max_vocab, min_count=config.min_count)
-    ids = vocab.encode(text, unknown="replace" if vocab.has_unknown else "skip")
+    unknown = "replace" if vocab.has_unknown else "skip"
+    ids = vocab.encode(text, unknown=unknown)
     if config.val_file:
-        val_text = _prepare_text(
-            Corpus(
-                read_text_file(Path(config.val_file), encoding=config.encoding, errors=config.errors), "val"
-            ),
-            config,
-        )
-        train_ids, val_ids = ids, vocab.encode(val_text, unknown="replace" if vocab.has_unknown else "skip")
+        val_corpus = Corpus(read_text_file(Path(config.val_file), encoding=config.encoding, errors=config.errors), "val")
+        train_ids, val_ids = ids, vocab.encode(_prepare_text(val_corpus, config), unknown=unknown)
     else:
+        from charlstm.batches import split_ids
+
         train_ids, val_ids = split_ids(ids, config.val_frac)
-    if run_dir is None:
-        run_dir = default_run_dir(corpus.name)
+    return Text(corpus, text, vocab, train_ids, val_ids)
 
-    # -- data ------------------------------------------------------------------------------------
+
+# -- phase 3: data -------------------------------------------------------------------------------------------
+def make_data(config: TrainConfig, text: Text) -> Data:
+    """Training and validation batches in the recipe's layout (the lesson's windows, or sequences)."""
+    from charlstm.batches import make_sequence_batches, make_window_batches
+
     if config.mode == "windows":
-        train_ds = make_window_batches(train_ids, config.maxlen, config.step, config.batch_size, config.seed)
-        val_ds = (
-            make_window_batches(
-                val_ids, config.maxlen, config.step, config.batch_size, config.seed, shuffle=False
-            )
-            if len(val_ids) > config.maxlen
+        train = make_window_batches(text.train_ids, config.maxlen, config.step, config.batch_size, config.seed)
+        val = (
+            make_window_batches(text.val_ids, config.maxlen, config.step, config.batch_size, config.seed, shuffle=False)
+            if len(text.val_ids) > config.maxlen
             else None
         )
     else:
-        train_ds = make_sequence_batches(train_ids, config.seq_len, config.batch_size, config.seed)
-        val_ds = (
-            make_sequence_batches(val_ids, config.seq_len, config.batch_size, config.seed, shuffle=False)
-            if len(val_ids) >= 2
+        train = make_sequence_batches(text.train_ids, config.seq_len, config.batch_size, config.seed)
+        val = (
+            make_sequence_batches(text.val_ids, config.seq_len, config.batch_size, config.seed, shuffle=False)
+            if len(text.val_ids) >= 2
             else None
         )
-    steps = len(train_ds)
+    return Data(train, val, len(train))
 
-    # Keras (and TensorFlow) load only now, so every mistake in the input above is one quick, clean line
-    import keras
 
-    from charlstm.callbacks import BitsPerChar, DropoutSeeds, RunRecorder, StopOnSignal
+# -- phase 4: model ------------------------------------------------------------------------------------------
+def model_spec(config: TrainConfig, vocab: Vocabulary) -> Any:
+    from charlstm.model import ModelSpec
 
-    keras.utils.set_random_seed(config.seed)
-
-    # -- model -----------------------------------------------------------------------------------
-    spec = ModelSpec(
+    return ModelSpec(
         vocab_size=vocab.size,
         input=config.input,
         embedding_dim=config.embedding_dim,
@@ -247,57 +267,72 @@ def train(
         dropout=config.dropout,
         window=config.maxlen if config.mode == "windows" else None,
     )
-    if resume:
-        model = load_keras_model(run_dir / "last.keras", compile=True)
+
+
+def make_model(plan: Plan, spec: Any, steps: int) -> Any:
+    """A compiled model: resumed from last.keras (weights + optimizer state), or new (maybe fine-tuned)."""
+    import keras
+
+    from charlstm.model import build_model
+    from charlstm.modelfile import load_keras_model
+
+    keras.utils.set_random_seed(plan.config.seed)
+    if plan.resumed is not None:
+        model = load_keras_model(plan.run_dir / "last.keras", compile=True)
     else:
         model = build_model(spec)
-        _compile(model, config, steps)
-        if init_from is not None:
-            model.set_weights(load_keras_model(init_from, compile=False).get_weights())
-    initial_epoch = int(state.get("epoch", 0))
-    if initial_epoch >= config.epochs:
-        raise CharlstmError(
-            f"{run_dir}: already trained {initial_epoch} epochs; pass a larger --epochs to go on"
-        )
+        _compile(model, plan.config, steps)
+        if plan.init_from is not None:
+            model.set_weights(load_keras_model(plan.init_from, compile=False).get_weights())
+    epoch = int(plan.state.get("epoch", 0))
+    if epoch >= plan.config.epochs:
+        raise CharlstmError(f"{plan.run_dir}: already trained {epoch} epochs; pass a larger --epochs to go on")
+    return model
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    seeds = _seeds(text[: len(train_ids)], 16, config.maxlen, config.seed, vocab)
-    base_meta = {
+
+# -- phase 5: run files and callbacks ------------------------------------------------------------------------
+def run_metadata(plan: Plan, text: Text, spec: Any) -> dict[str, Any]:
+    """Everything a model file and config.json say about the run (the training state is added per save)."""
+    config, corpus = plan.config, text.corpus
+    return {
         "recipe": config.recipe,
         "config": config.to_json(),
         "model": spec.to_json(),
-        "vocab": vocab.to_json(),
+        "vocab": text.vocab.to_json(),
         "preprocessing": {
             "normalize": config.normalize,
             "lowercase": config.lowercase,
             "ascii_only": config.ascii_only,
-            "strip_gutenberg": bool(
-                config.strip_gutenberg if config.strip_gutenberg is not None else corpus.gutenberg
-            ),
+            "strip_gutenberg": bool(config.strip_gutenberg if config.strip_gutenberg is not None else corpus.gutenberg),
         },
         "corpus": {
-            "source": str(source),
+            "source": plan.source,
             "name": corpus.name,
             "sha256": corpus.sha256,
-            "chars": len(text),
-            "train_chars": int(len(train_ids)),
-            "val_chars": int(len(val_ids)),
+            "chars": len(text.text),
+            "train_chars": int(len(text.train_ids)),
+            "val_chars": int(len(text.val_ids)),
             "files": corpus.files[:50],
             "file_count": len(corpus.files),
         },
-        "seeds": seeds,
+        "seeds": _seeds(text.text[: len(text.train_ids)], 16, plan.config.maxlen, plan.config.seed, text.vocab),
+        "trained_with": backends.describe(),
     }
-    write_atomic(run_dir / "config.json", json.dumps(base_meta, ensure_ascii=False, indent=1))
 
-    def meta(train_state: dict[str, Any]) -> dict[str, Any]:
-        return {**base_meta, "train_state": train_state}
 
+def make_session(plan: Plan, meta: dict[str, Any], has_val: bool, extra: list[Any] | None) -> Session:
+    """charlstm's callbacks around the user's: exact-resume seeds, signals, bits/char, progress, run files."""
+    import keras
+
+    from charlstm.callbacks import BitsPerChar, DropoutSeeds, RunRecorder, StopOnSignal
+
+    config, state = plan.config, plan.state
     stopper = StopOnSignal()
     recorder = RunRecorder(
-        run_dir,
-        meta,
+        plan.run_dir,
+        lambda train_state: {**meta, "train_state": train_state},
         stopper=stopper,
-        seeds=seeds,
+        seeds=meta["seeds"],
         temperatures=list(config.sample_temperatures),
         sample_length=config.sample_length,
         seed=config.seed,
@@ -308,56 +343,57 @@ def train(
     )
     # order matters: bits/char enter the logs before the progress bar prints them, and the recorder
     # (samples, checkpoints) runs after the bar has finished its line
-    cbs: list[Any] = [*(callbacks or []), DropoutSeeds(config.seed), stopper, BitsPerChar()]
+    cbs: list[Any] = [*(extra or []), DropoutSeeds(config.seed), stopper, BitsPerChar()]
     cbs.append(keras.callbacks.TerminateOnNaN())
     if config.verbose:
         cbs.append(keras.callbacks.ProgbarLogger())
     cbs.append(recorder)
     if config.early_stopping:
-        monitor = "val_loss" if val_ds is not None else "loss"
-        cbs.append(keras.callbacks.EarlyStopping(monitor=monitor, patience=config.early_stopping))
+        cbs.append(keras.callbacks.EarlyStopping(monitor="val_loss" if has_val else "loss", patience=config.early_stopping))
     if config.tensorboard:
-        cbs.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard")))
+        cbs.append(keras.callbacks.TensorBoard(log_dir=str(plan.run_dir / "tensorboard")))
+    return Session(cbs, recorder, stopper)
 
-    if config.verbose:
-        arch = f"{config.layers}x{config.cell.upper()}({config.units})"
-        print(
-            f"charlstm: training {arch} ({config.recipe} recipe) on {corpus.name}: {len(train_ids):,} train / "
-            f"{len(val_ids):,} validation chars, vocabulary {vocab.size}, {steps} batches/epoch -> {run_dir}",
-            flush=True,
-        )
-        if vocab.has_unknown:
-            print(
-                f"charlstm: the vocabulary keeps {vocab.coverage:.2%} of the text's characters; the rarest "
-                f"become one unknown symbol (never generated)",
-                flush=True,
-            )
+
+# -- phase 6: fit --------------------------------------------------------------------------------------------
+def fit(model: Any, plan: Plan, data: Data, session: Session) -> float:
+    """Keras fit over the reproducible epoch stream; returns the wall seconds it took."""
+    from charlstm.batches import to_tf_dataset
+
+    config = plan.config
+    initial_epoch = int(plan.state.get("epoch", 0))
     started = time.time()
     model.fit(
-        to_tf_dataset(train_ds, initial_epoch, config.epochs),
-        steps_per_epoch=steps,
+        to_tf_dataset(data.train, initial_epoch, config.epochs),
+        steps_per_epoch=data.steps,
         shuffle=False,  # batches.py shuffles, reproducibly
-        validation_data=to_tf_dataset(val_ds) if val_ds is not None else None,
+        validation_data=to_tf_dataset(data.val) if data.val is not None else None,
         epochs=config.epochs,
         initial_epoch=initial_epoch,
-        callbacks=cbs,
+        callbacks=session.callbacks,
         verbose=config.verbose,
     )
-    wall = time.time() - started
+    return time.time() - started
 
+
+# -- phase 7: report -----------------------------------------------------------------------------------------
+def report(plan: Plan, session: Session, wall: float) -> CharModel:
+    """How the run ended: interrupted (exit 130), diverged, or done; the model it hands over."""
+    run_dir, recorder, stopper = plan.run_dir, session.recorder, session.stopper
     if stopper.interrupted:
         where = "during" if stopper.partial else "at the end of"
+        epoch = int(plan.state.get("epoch", 0)) + recorder.epochs_done + int(stopper.partial)
         raise TrainingInterrupted(
-            f"stopped by {stopper.signal_name} {where} epoch {initial_epoch + recorder.epochs_done + int(stopper.partial)}; "
-            f"saved {run_dir / 'last.keras'}. Resume with: charlstm train --resume {run_dir}"
+            f"stopped by {stopper.signal_name} {where} epoch {epoch}; saved {run_dir / 'last.keras'}. "
+            f"Resume with: charlstm train --resume {run_dir}"
         )
     if recorder.diverged_at is not None:
         raise TrainingDiverged(
             f"the loss became NaN/inf in epoch {recorder.diverged_at}; stopped. The last good checkpoint is "
             f"{run_dir / 'last.keras'} (try a lower --lr or --clipnorm)"
         )
-    last = recorder.history[-1] if recorder.history else {}
-    if config.verbose:
+    if plan.config.verbose:
+        last = recorder.history[-1] if recorder.history else {}
         val = (
             f", validation {last['val_loss']:.4f} nats/char = {last['val_bpc']:.4f} bits/char"
             if last.get("val_loss") is not None
@@ -371,3 +407,59 @@ def train(
     from charlstm.runtime import load
 
     return load(run_dir / "model.keras")
+
+
+def _announce(plan: Plan, text: Text, data: Data, meta: dict[str, Any]) -> None:
+    config, vocab = plan.config, text.vocab
+    arch = f"{config.layers}x{config.cell.upper()}({config.units})"
+    where = meta["trained_with"]
+    print(
+        f"charlstm: training {arch} ({config.recipe} recipe) on {text.corpus.name}: {len(text.train_ids):,} train / "
+        f"{len(text.val_ids):,} validation chars, vocabulary {vocab.size}, {data.steps} batches/epoch, "
+        f"{where['backend']} on {where['device']['kind']} -> {plan.run_dir}",
+        flush=True,
+    )
+    if vocab.has_unknown:
+        print(
+            f"charlstm: the vocabulary keeps {vocab.coverage:.2%} of the text's characters; the rarest "
+            "become one unknown symbol (never generated)",
+            flush=True,
+        )
+
+
+def train(
+    source: str | os.PathLike[str] | None = None,
+    *,
+    recipe: str = "default",
+    out: str | os.PathLike[str] | None = None,
+    resume: bool = False,
+    init_from: str | os.PathLike[str] | None = None,
+    callbacks: list[Any] | None = None,
+    backend: str | None = None,
+    **settings: Any,
+) -> CharModel:
+    """Train a character model on `source` (named corpus, file or folder) and return it, ready to generate.
+
+    settings: any `TrainConfig` field (epochs, layers, units, seq_len, lr, ...); None means 'recipe default'.
+    resume: continue the run in `out` from its last.keras (source and settings come from the run; `epochs`
+    may be raised to train longer).
+    callbacks: extra Keras callbacks, run before charlstm's own each epoch.
+    backend: "tensorflow" or "jax" (default: KERAS_BACKEND, else charlstm's default); fixed for the process
+    once Keras is imported. A run may be resumed or fine-tuned on the other backend.
+    """
+    backends.select(backend)  # before anything imports Keras
+    plan = plan_run(source, recipe, out, resume, init_from, settings)
+    text = read_text(plan)
+    plan.run_dir = plan.run_dir or default_run_dir(text.corpus.name)
+    data = make_data(plan.config, text)
+    # Keras (and TensorFlow or JAX) load only now, so every mistake in the input above is one quick, clean line
+    spec = model_spec(plan.config, text.vocab)
+    model = make_model(plan, spec, data.steps)
+    meta = run_metadata(plan, text, spec)
+    plan.run_dir.mkdir(parents=True, exist_ok=True)
+    write_atomic(plan.run_dir / "config.json", json.dumps(meta, ensure_ascii=False, indent=1))
+    session = make_session(plan, meta, data.val is not None, callbacks)
+    if plan.config.verbose:
+        _announce(plan, text, data, meta)
+    wall = fit(model, plan, data, session)
+    return report(plan, session, wall)

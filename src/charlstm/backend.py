@@ -1,0 +1,128 @@
+"""Which Keras backend trains (TensorFlow or JAX), chosen before Keras is imported, and on what device.
+
+Keras reads `KERAS_BACKEND` once, at its first import, so the choice must be made before anything imports
+Keras: `train()` calls `select()` first thing. The trainer, model and callbacks are backend-neutral Keras; the
+`.keras` file is the same whichever backend trained it, and the NumPy runtime never needs either.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+from charlstm.errors import CharlstmError
+
+BACKENDS = ("tensorflow", "jax")
+# The default on every device kind until a measurement says otherwise (benchmarks/README.md, issue 11).
+DEFAULT_BACKEND = "tensorflow"
+
+
+def default_backend() -> str:
+    """The backend used when neither `backend=` nor KERAS_BACKEND names one."""
+    return DEFAULT_BACKEND
+
+
+def _loaded_backend() -> str | None:
+    """The backend of an already imported Keras, or None if Keras is not imported yet."""
+    if "keras" not in sys.modules:
+        return None
+    import keras
+
+    return keras.backend.backend()
+
+
+def select(name: str | None = None) -> str:
+    """Make `name` (or KERAS_BACKEND, or the default) the Keras backend of this process; return it.
+
+    Once Keras is imported its backend is fixed for the life of the process: asking for another one then is
+    an error that says how to get it, not a silent switch to a different engine.
+    """
+    loaded = _loaded_backend()
+    wanted = name or (loaded if loaded is not None else os.environ.get("KERAS_BACKEND") or default_backend())
+    if wanted not in BACKENDS:
+        raise CharlstmError(f"--backend must be one of {', '.join(BACKENDS)}, got {wanted!r}")
+    if wanted == "jax":
+        import importlib.util
+
+        if importlib.util.find_spec("jax") is None:
+            raise CharlstmError('the jax backend needs JAX: pip install "charlstm[jax]" (or pip install jax)')
+    if loaded is not None and loaded != wanted:
+        raise CharlstmError(
+            f"Keras is already imported with the {loaded} backend in this process; the backend is fixed at "
+            f"Keras' first import: call charlstm.train(backend={wanted!r}) before importing keras, or set "
+            f"KERAS_BACKEND={wanted}"
+        )
+    os.environ["KERAS_BACKEND"] = wanted
+    return wanted
+
+
+def device() -> dict[str, Any]:
+    """What the running backend computes on: {"kind": "cpu" | "gpu" | ..., "count": n, "name": ...}.
+
+    Imports Keras (so call it after `select`).
+    """
+    import keras
+
+    if keras.backend.backend() == "jax":
+        import jax
+
+        devices = jax.devices()
+        kind = devices[0].platform
+        return {"kind": kind, "count": len(devices), "name": str(getattr(devices[0], "device_kind", kind))}
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        details = tf.config.experimental.get_device_details(gpus[0])
+        return {"kind": "gpu", "count": len(gpus), "name": str(details.get("device_name", "GPU"))}
+    return {"kind": "cpu", "count": len(tf.config.list_physical_devices("CPU")), "name": _cpu_name()}
+
+
+def _cpu_name() -> str:
+    """The CPU model as /proc/cpuinfo names it (benchmarks and config.json quote it), or the platform's."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
+def describe() -> dict[str, Any]:
+    """Backend, versions and device, as config.json records them."""
+    import keras
+
+    info: dict[str, Any] = {"backend": keras.backend.backend(), "keras": keras.__version__}
+    if info["backend"] == "jax":
+        import jax
+
+        info["jax"] = jax.__version__
+    else:
+        import tensorflow as tf
+
+        info["tensorflow"] = tf.__version__
+    dev = device()
+    if dev["kind"] == "cpu":
+        dev["cores"] = os.cpu_count()
+        dev["name"] = _cpu_name()
+    info["device"] = dev
+    return info
+
+
+def jit_compile() -> Any:
+    """`compile(jit_compile=...)` for this backend and device.
+
+    TensorFlow on a CPU runs without XLA: XLA made LSTM training 1.3-2x slower on this project's 2-core CPU
+    (benchmarks/README.md); on a GPU it stays "auto". JAX always compiles (without XLA it runs op by op, about
+    15x slower).
+    """
+    import keras
+
+    if keras.backend.backend() == "jax":
+        return True
+    return "auto" if device()["kind"] == "gpu" else False
