@@ -122,11 +122,8 @@ def is_available_offline(name: str) -> bool:
 DECODE_ERRORS = ("strict", "replace", "ignore")
 
 
-def decode_bytes(data: bytes, *, source: str, encoding: str = "utf-8", errors: str = "strict") -> str:
-    """Bytes -> str with a BOM dropped and CRLF/CR turned into LF; a decoding failure names the byte.
-
-    With the default UTF-8, a UTF-16/UTF-32 byte-order mark is honoured (such files are text, not binary).
-    """
+def check_decoding(encoding: str, errors: str) -> None:
+    """Refuse an unknown codec or error policy before any byte is read."""
     try:
         codecs.lookup(encoding)
     except LookupError:
@@ -135,39 +132,66 @@ def decode_bytes(data: bytes, *, source: str, encoding: str = "utf-8", errors: s
         ) from None
     if errors not in DECODE_ERRORS:  # others (surrogateescape) would leave text the vocabulary cannot encode
         raise CharlstmError(f"--errors must be one of {', '.join(DECODE_ERRORS)}, got {errors!r}")
-    skip = 0  # bytes of a BOM removed before decoding, so that error offsets count from the file's start
-    if encoding.lower().replace("-", "").replace("_", "") in ("utf8", "utf8sig"):
-        encoding = "utf-8"
-        for bom, name in (  # UTF-32 first: its little-endian BOM begins with UTF-16's
-            (codecs.BOM_UTF32_LE, "utf-32"),
-            (codecs.BOM_UTF32_BE, "utf-32"),
-            (codecs.BOM_UTF16_LE, "utf-16"),
-            (codecs.BOM_UTF16_BE, "utf-16"),
-            (codecs.BOM_UTF8, "utf-8"),
-        ):
-            if data.startswith(bom):
-                # the utf-16/utf-32 codecs read their BOM (it gives the byte order); UTF-8's we drop here
-                encoding, skip = name, len(bom) if name == "utf-8" else 0
-                break
-        if encoding == "utf-8" and b"\x00" in data[:8192]:
-            offset = data.index(b"\x00")
-            raise CharlstmError(
-                f"{source}: looks like a binary file (NUL byte at offset {offset}); give a text file, "
-                "or --encoding if it is UTF-16/UTF-32 text"
-            )
+
+
+def sniff_encoding(head: bytes, *, source: str, encoding: str = "utf-8") -> tuple[str, int]:
+    """(codec, bytes to skip) for a file starting with `head` (its first 8 KiB or more).
+
+    With the default UTF-8, a UTF-16/UTF-32 byte-order mark is honoured (such files are text, not binary),
+    a UTF-8 BOM is skipped, and a NUL byte early on means a binary file. Shared by the whole-file and the
+    streaming (prepared.py) readers so that both decode a file identically.
+    """
+    if encoding.lower().replace("-", "").replace("_", "") not in ("utf8", "utf8sig"):
+        return encoding, 0
+    encoding, skip = "utf-8", 0  # bytes of a BOM removed before decoding; error offsets count from byte 0
+    for bom, name in (  # UTF-32 first: its little-endian BOM begins with UTF-16's
+        (codecs.BOM_UTF32_LE, "utf-32"),
+        (codecs.BOM_UTF32_BE, "utf-32"),
+        (codecs.BOM_UTF16_LE, "utf-16"),
+        (codecs.BOM_UTF16_BE, "utf-16"),
+        (codecs.BOM_UTF8, "utf-8"),
+    ):
+        if head.startswith(bom):
+            # the utf-16/utf-32 codecs read their BOM (it gives the byte order); UTF-8's we drop here
+            encoding, skip = name, len(bom) if name == "utf-8" else 0
+            break
+    if encoding == "utf-8" and b"\x00" in head[:8192]:
+        offset = head.index(b"\x00")
+        raise CharlstmError(
+            f"{source}: looks like a binary file (NUL byte at offset {offset}); give a text file, "
+            "or --encoding if it is UTF-16/UTF-32 text"
+        )
+    return encoding, skip
+
+
+def decode_error(source: str, encoding: str, reason: str, offset: int, bad: bytes, line: int) -> CharlstmError:
+    """The one-line message for undecodable bytes: file, byte offset, line, the bytes, and what to do."""
+    return CharlstmError(
+        f"{source}: cannot decode byte offset {offset} (line {line}, bytes {bad.hex(' ')}) as {encoding}: "
+        f"{reason}; pass the file's --encoding (e.g. latin-1, gbk, utf-16) or --errors replace"
+    )
+
+
+def normalize_newlines(text: str) -> str:
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def decode_bytes(data: bytes, *, source: str, encoding: str = "utf-8", errors: str = "strict") -> str:
+    """Bytes -> str with a BOM dropped and CRLF/CR turned into LF; a decoding failure names the byte.
+
+    With the default UTF-8, a UTF-16/UTF-32 byte-order mark is honoured (such files are text, not binary).
+    """
+    check_decoding(encoding, errors)
+    encoding, skip = sniff_encoding(data[:8192], source=source, encoding=encoding)
     try:
         text = data[skip:].decode(encoding, errors=errors)
     except UnicodeDecodeError as exc:
         start = exc.start + skip
-        bad = data[start : start + 4].hex(" ")
         line = data[:start].count(b"\n") + 1
-        raise CharlstmError(
-            f"{source}: cannot decode byte offset {start} (line {line}, bytes {bad}) as {encoding}: "
-            f"{exc.reason}; pass the file's --encoding (e.g. latin-1, gbk, utf-16) or --errors replace"
-        ) from None
+        raise decode_error(source, encoding, exc.reason, start, data[start : start + 4], line) from None
     if text.startswith("\ufeff"):
         text = text[1:]
-    return text.replace("\r\n", "\n").replace("\r", "\n")
+    return normalize_newlines(text)
 
 
 def read_text_file(path: Path, *, encoding: str = "utf-8", errors: str = "strict") -> str:
@@ -212,12 +236,35 @@ def _download(corpus: NamedCorpus, target: Path) -> None:
         socket.setdefaulttimeout(old_timeout)
 
 
-def load_named(name: str, *, download: bool = True) -> Corpus:
+@dataclass(frozen=True)
+class SourceFiles:
+    """What a source names, before anything is read: its files in order and how to decode them.
+
+    Named corpora decode as they always have (UTF-8; the standard library with `errors="replace"`) whatever
+    the text options say. Both readers, whole-text (`load_corpus`) and streaming (prepared.py), start here.
+    """
+
+    name: str
+    files: list[Path]
+    kind: str  # "file", "folder" or "named"
+    location: str  # as the user gave it, for messages
+    gutenberg: bool = False
+    encoding: str | None = None  # None: the caller's --encoding / --errors
+    errors: str | None = None
+
+    def empty_error(self, chars: int, nonblank: bool) -> CharlstmError | None:
+        """The error for a file or folder that holds no text (named corpora are never refused)."""
+        if self.kind == "file" and not chars:
+            return CharlstmError(f"{self.files[0]}: the file is empty")
+        if self.kind == "folder" and not nonblank:
+            return CharlstmError(f"{self.location}: all {len(self.files)} files under the folder are empty")
+        return None
+
+
+def _named_files(name: str, download: bool) -> SourceFiles:
     corpus = NAMED_CORPORA[name]
     if corpus.url is None:
-        files = _python_stdlib_files()
-        parts = [read_text_file(p, errors="replace") for p in files]
-        return Corpus("\n".join(parts), name, [str(p) for p in files])
+        return SourceFiles(name, _python_stdlib_files(), "named", name, encoding="utf-8", errors="replace")
     target = cached_path(name)
     assert target is not None
     if not target.is_file():
@@ -227,34 +274,26 @@ def load_named(name: str, *, download: bool = True) -> Corpus:
             )
         print(f"charlstm: downloading {name} from {corpus.url} to {target}", file=sys.stderr)
         _download(corpus, target)
-    return Corpus(read_text_file(target), name, [str(target)], gutenberg=corpus.gutenberg)
+    return SourceFiles(name, [target], "named", name, gutenberg=corpus.gutenberg, encoding="utf-8", errors="strict")
 
 
-def load_corpus(
-    source: str | os.PathLike[str],
-    *,
-    encoding: str = "utf-8",
-    errors: str = "strict",
-    glob: str | None = None,
-    download: bool = True,
-) -> Corpus:
-    """Read a named corpus, a file, or every text file under a folder (recursively, sorted).
+def resolve_source(
+    source: str | os.PathLike[str], *, glob: str | None = None, download: bool = True
+) -> SourceFiles:
+    """A named corpus, a file, or every text file under a folder (recursively, sorted).
 
-    Folders are joined with one newline between files. Without `glob`, a folder contributes files with
-    common text suffixes (and none); hidden files and folders are skipped.
+    Without `glob`, a folder contributes files with common text suffixes (and none); hidden files and
+    folders are skipped.
     """
     src = os.fspath(source)
     if src in NAMED_CORPORA and not Path(src).exists():
-        return load_named(src, download=download)
+        return _named_files(src, download)
     path = Path(src).expanduser()
     if not path.exists():
         names = ", ".join(NAMED_CORPORA)
         raise CharlstmError(f"{src}: no such file or folder (named corpora: {names})")
     if path.is_file():
-        text = read_text_file(path, encoding=encoding, errors=errors)
-        if not text:
-            raise CharlstmError(f"{path}: the file is empty")
-        return Corpus(text, path.name, [str(path)])
+        return SourceFiles(path.name, [path], "file", str(path))
     pattern = glob or "*"
     files = sorted(
         p
@@ -266,11 +305,32 @@ def load_corpus(
     if not files:
         hint = f" matching {glob!r}" if glob else " (use --glob to choose files by pattern)"
         raise CharlstmError(f"{path}: the folder has no text files{hint}")
-    texts = [read_text_file(p, encoding=encoding, errors=errors) for p in files]
-    text = "\n".join(texts)
-    if not text.strip("\n"):
-        raise CharlstmError(f"{path}: all {len(files)} files under the folder are empty")
-    return Corpus(text, path.name, [str(p) for p in files])
+    return SourceFiles(path.name, files, "folder", str(path))
+
+
+def _read_source(found: SourceFiles, encoding: str, errors: str) -> Corpus:
+    encoding, errors = found.encoding or encoding, found.errors or errors
+    text = "\n".join(read_text_file(p, encoding=encoding, errors=errors) for p in found.files)
+    error = found.empty_error(len(text), bool(text.strip("\n")))
+    if error is not None:
+        raise error
+    return Corpus(text, found.name, [str(p) for p in found.files], gutenberg=found.gutenberg)
+
+
+def load_named(name: str, *, download: bool = True) -> Corpus:
+    return _read_source(_named_files(name, download), "utf-8", "strict")
+
+
+def load_corpus(
+    source: str | os.PathLike[str],
+    *,
+    encoding: str = "utf-8",
+    errors: str = "strict",
+    glob: str | None = None,
+    download: bool = True,
+) -> Corpus:
+    """Read a named corpus, a file, or every text file under a folder, joined with one newline between files."""
+    return _read_source(resolve_source(source, glob=glob, download=download), encoding, errors)
 
 
 _GUTENBERG_START = re.compile(

@@ -8,6 +8,7 @@ all of them. That unknown id is never generated: the runtime masks its logit.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,11 +41,20 @@ class Vocabulary:
         """
         if not text:
             raise CharlstmError("cannot build a vocabulary from empty text")
+        return cls.from_counts(Counter(text), max_vocab=max_vocab, min_count=min_count)
+
+    @classmethod
+    def from_counts(
+        cls, counts: Mapping[str, int], *, max_vocab: int | None = None, min_count: int = 1
+    ) -> Vocabulary:
+        """`build` from character counts: a streamed corpus (prepared.py) counts in chunks, then calls this."""
         if max_vocab is not None and max_vocab < 2:
             raise CharlstmError(f"--max-vocab must be at least 2, got {max_vocab}")
         if min_count < 1:
             raise CharlstmError(f"--min-count must be at least 1, got {min_count}")
-        counts = Counter(text)
+        total = sum(counts.values())
+        if not total:
+            raise CharlstmError("cannot build a vocabulary from empty text")
         kept = [c for c, n in counts.items() if n >= min_count]
         dropped = len(kept) < len(counts)
         if max_vocab is not None and len(kept) + dropped > max_vocab:
@@ -53,7 +63,7 @@ class Vocabulary:
             dropped = True
         if not kept:
             raise CharlstmError(f"--min-count {min_count} drops every character of the corpus")
-        coverage = sum(counts[c] for c in kept) / len(text)
+        coverage = sum(counts[c] for c in kept) / total
         return cls(
             tuple(sorted(kept)),
             has_unknown=dropped,
