@@ -64,20 +64,25 @@ def sequence_starts(n_chars: int, seq_len: int, seed: int, epoch: int, shuffle: 
 
 
 def gather(ids: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
-    """Rows ids[s : s + length] for each start, as int32 (a copy)."""
-    return ids[starts[:, None] + np.arange(length)[None, :]].astype(np.int32)
+    """Rows ids[s : s + length] for each start, as int32 (a copy; `ids` may be a read-only memory map)."""
+    return np.asarray(ids[starts[:, None] + np.arange(length)[None, :]], dtype=np.int32)
 
 
 class EpochBatches:
-    """Batches of one layout. `epoch_batches(e)` yields epoch e's batches without touching shared state;
-    `set_epoch(e)` + `len()` + `[i]` give random access to one epoch (tests, inspection)."""
+    """Batches of one layout. `epoch_rows(e)` lays out epoch e (what `to_tf_dataset` feeds), and
+    `epoch_batches(e)` yields its batches in NumPy; `set_epoch(e)` + `len()` + `[i]` give random access to one
+    epoch (tests, inspection). Nothing per epoch is kept, so a huge corpus costs one epoch's layout at a time."""
 
     def __init__(self, ids: np.ndarray, batch_size: int, seed: int, shuffle: bool) -> None:
         self.ids = ids
         self.batch_size = batch_size
         self.seed = seed
         self.shuffle = shuffle
-        self.set_epoch(0)
+        self.epoch = 0
+
+    def row_count(self) -> int:
+        """Rows (examples) per epoch: the same in every epoch."""
+        raise NotImplementedError
 
     def arrangement(self, epoch: int) -> np.ndarray:
         """Start positions of epoch `epoch`'s rows, in order."""
@@ -89,28 +94,40 @@ class EpochBatches:
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
-        self.starts = self.arrangement(epoch)
+
+    @property
+    def starts(self) -> np.ndarray:
+        return self.arrangement(self.epoch)
 
     def __len__(self) -> int:
-        return math.ceil(len(self.starts) / self.batch_size)
+        return math.ceil(self.row_count() / self.batch_size)
 
-    def _batch(self, starts: np.ndarray, index: int) -> tuple[np.ndarray, np.ndarray]:
-        rows = index * self.batch_size + np.arange(self.batch_size)
-        if self.shuffle:  # training: every batch full (one compiled shape), wrapping around the epoch
-            rows %= len(starts)
-        else:  # validation: each row once
-            rows = rows[rows < len(starts)]
-        return self.rows(starts[rows])
+    def batch_rows(self, starts: np.ndarray) -> np.ndarray:
+        """An arrangement laid out batch after batch: batch i is rows[i * batch_size : (i + 1) * batch_size].
+
+        Training batches are all full (one compiled shape), wrapping around to the epoch's first rows;
+        validation keeps a smaller last batch so that each row counts once."""
+        if not self.shuffle:
+            return starts
+        return np.resize(starts, len(self) * self.batch_size)
+
+    def epoch_rows(self, epoch: int) -> np.ndarray:
+        """Start positions of epoch `epoch`'s rows in batch order: a pure function of (seed, epoch)."""
+        return self.batch_rows(self.arrangement(epoch))
+
+    def _batch(self, rows: np.ndarray, index: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.rows(rows[index * self.batch_size : (index + 1) * self.batch_size])
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         if not 0 <= index < len(self):
             raise IndexError(index)
-        return self._batch(self.starts, index)
+        return self._batch(self.epoch_rows(self.epoch), index)
 
     def epoch_batches(self, epoch: int):
-        starts = self.arrangement(epoch)
-        for index in range(math.ceil(len(starts) / self.batch_size)):
-            yield self._batch(starts, index)
+        """Epoch `epoch`'s batches in NumPy, one by one: the reference that `to_tf_dataset` reproduces."""
+        rows = self.epoch_rows(epoch)
+        for index in range(math.ceil(len(rows) / self.batch_size)):
+            yield self._batch(rows, index)
 
 
 class SequenceBatches(EpochBatches):
@@ -120,7 +137,14 @@ class SequenceBatches(EpochBatches):
         self.seq_len = min(seq_len, len(ids) - 1) if not shuffle else seq_len
         if self.seq_len < 1:
             raise CharlstmError("the validation text needs at least 2 characters")
+        if shuffle:
+            sequence_layout(len(ids), seq_len)  # refuses a text shorter than one sequence, up front
         super().__init__(ids, batch_size, seed, shuffle)
+
+    def row_count(self) -> int:
+        if not self.shuffle:
+            return (len(self.ids) - 1) // self.seq_len
+        return sequence_layout(len(self.ids), self.seq_len)[0]
 
     def arrangement(self, epoch: int) -> np.ndarray:
         return sequence_starts(len(self.ids), self.seq_len, self.seed, epoch, shuffle=self.shuffle)
@@ -134,21 +158,24 @@ class WindowBatches(EpochBatches):
     """The lesson's windows: x = ids[i:i+maxlen] (ids; the one-hot happens inside the model), y = ids[i+maxlen]."""
 
     def __init__(self, ids: np.ndarray, maxlen: int, step: int, batch_size: int, seed: int, shuffle: bool = True):
-        self.maxlen = maxlen
-        self.all_starts = window_starts(len(ids), maxlen, step)
+        self.maxlen, self.step = maxlen, step
+        self.count = len(window_starts(len(ids), maxlen, step))
         super().__init__(ids, batch_size, seed, shuffle)
 
-    def arrangement(self, epoch: int) -> np.ndarray:
-        if not self.shuffle:
-            return self.all_starts
-        return self.all_starts[epoch_rng(self.seed, epoch).permutation(len(self.all_starts))]
+    def row_count(self) -> int:
+        return self.count
 
-    def _batch(self, starts: np.ndarray, index: int) -> tuple[np.ndarray, np.ndarray]:
-        # the lesson's fit() keeps a smaller last batch rather than wrapping around
-        return self.rows(starts[index * self.batch_size : (index + 1) * self.batch_size])
+    def arrangement(self, epoch: int) -> np.ndarray:
+        # the lesson's window_starts(...) permuted: step * permutation equals it without holding both arrays
+        if not self.shuffle:
+            return self.step * np.arange(self.count, dtype=np.int64)
+        return self.step * epoch_rng(self.seed, epoch).permutation(self.count)
+
+    def batch_rows(self, starts: np.ndarray) -> np.ndarray:
+        return starts  # the lesson's fit() keeps a smaller last batch rather than wrapping around
 
     def rows(self, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return gather(self.ids, starts, self.maxlen), self.ids[starts + self.maxlen].astype(np.int32)
+        return gather(self.ids, starts, self.maxlen), np.asarray(self.ids[starts + self.maxlen], dtype=np.int32)
 
 
 def make_sequence_batches(ids: np.ndarray, seq_len: int, batch_size: int, seed: int, shuffle: bool = True) -> SequenceBatches:
@@ -164,22 +191,35 @@ def make_window_batches(
 def to_tf_dataset(batches: EpochBatches, first_epoch: int = 0, last_epoch: int | None = None):
     """One tf.data stream of epochs first_epoch..last_epoch-1 (or one pass of epoch 0 if last_epoch is None).
 
-    Used with `fit(steps_per_epoch=len(batches))`, each batch's content is fixed by its position in the
-    stream, so tf.data's prefetching (which runs ahead across epoch boundaries) cannot change the data order.
+    No Python per example: per epoch, one NumPy call lays out the start positions (`epoch_rows`, a pure
+    function of (seed, epoch), so a resumed run sees the batches an uninterrupted one would); tf.data cuts
+    them into batches; a parallel `numpy_function` gathers each batch's rows from the id array, which may be
+    a memory map of a prepared corpus; prefetching overlaps that with the training step. The batches are
+    byte for byte those of `batches.epoch_batches`. Used with `fit(steps_per_epoch=len(batches))`, each
+    batch's content is fixed by its position in the stream, so running ahead across epoch boundaries cannot
+    change the data order. Keras feeds a tf.data.Dataset to the JAX backend too.
     """
     import tensorflow as tf
 
-    x, y = batches._batch(batches.arrangement(first_epoch), 0)
-    signature = (
-        tf.TensorSpec((None, *x.shape[1:]), tf.int32),
-        tf.TensorSpec((None, *y.shape[1:]), tf.int32),
-    )
-    epochs = range(first_epoch, last_epoch) if last_epoch is not None else [0]
+    epochs = list(range(first_epoch, last_epoch)) if last_epoch is not None else [0]
+    x, y = batches.rows(batches.epoch_rows(epochs[0])[:1])
+    x_shape, y_shape = (None, *x.shape[1:]), (None, *y.shape[1:])
 
-    def generate():
-        for epoch in epochs:
-            yield from batches.epoch_batches(epoch)
+    def epoch_rows(epoch: np.int64) -> np.ndarray:
+        return batches.epoch_rows(int(epoch)).astype(np.int64, copy=False)
+
+    def one_epoch(epoch: tf.Tensor) -> tf.data.Dataset:
+        rows = tf.numpy_function(epoch_rows, [epoch], tf.int64, stateful=False)
+        return tf.data.Dataset.from_tensor_slices(tf.ensure_shape(rows, [None])).batch(batches.batch_size)
+
+    def gather(starts: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        bx, by = tf.numpy_function(batches.rows, [starts], (tf.int32, tf.int32), stateful=False)
+        return tf.ensure_shape(bx, x_shape), tf.ensure_shape(by, y_shape)
 
     count = len(batches) * len(epochs)  # every epoch has the same number of batches
-    dataset = tf.data.Dataset.from_generator(generate, output_signature=signature)
-    return dataset.apply(tf.data.experimental.assert_cardinality(count)).prefetch(2)
+    dataset = (
+        tf.data.Dataset.from_tensor_slices(np.array(epochs, dtype=np.int64))
+        .flat_map(one_epoch)
+        .map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    )
+    return dataset.apply(tf.data.experimental.assert_cardinality(count)).prefetch(tf.data.AUTOTUNE)
