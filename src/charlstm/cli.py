@@ -1,4 +1,4 @@
-"""`charlstm train | generate | evaluate | corpora | demo`: a thin shell over the Python API.
+"""`charlstm train | prepare | generate | evaluate | corpora | demo`: a thin shell over the Python API.
 
 Errors the user can fix print as one line `charlstm: error: ...` with exit status 2; an interrupted training
 run exits 130 after saving a resumable checkpoint.
@@ -113,6 +113,16 @@ def _build_parser() -> argparse.ArgumentParser:
     r.add_argument("--sample-length", type=int, help="characters per epoch sample (default 400)")
     r.add_argument("--tensorboard", action="store_true", default=None, help="also write TensorBoard logs")
     r.add_argument("--quiet", action="store_true", help="no progress bar or samples")
+
+    pp = sub.add_parser(
+        "prepare", help="encode texts once into a memory-mapped corpus (ids.bin + corpus.json) to train on"
+    )
+    pp.add_argument("sources", nargs="+", help="files, folders or named corpora (joined with one newline)")
+    pp.add_argument("--out", required=True, help="directory to create (then: charlstm train DIR)")
+    _add_text_options(pp)
+    pp.add_argument("--val-frac", type=float, help="hold out the last fraction of the text (default 0.1)")
+    pp.add_argument("--val-file", help="validate on this file instead")
+    pp.add_argument("--quiet", action="store_true", help="no progress bars")
 
     g = sub.add_parser("generate", help="generate text from a model file (no TensorFlow needed)")
     g.add_argument("model", help="a .keras file made by charlstm")
@@ -238,6 +248,25 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from charlstm.prepared import TextOptions, prepare
+
+    keys = [f for f in TextOptions.__dataclass_fields__ if getattr(args, f, None) is not None]
+    opts = TextOptions(**{k: getattr(args, k) for k in keys})
+    started = time.time()
+    corpus = prepare(args.sources, args.out, opts, verbose=not args.quiet)
+    seconds = time.time() - started
+    mb = corpus.meta["bytes_read"] / 1e6
+    split = corpus.meta["split"]
+    print(
+        f"charlstm: prepared {corpus.name} ({mb:,.1f} MB read, {len(corpus.ids):,} characters: "
+        f"{split['train'][1] - split['train'][0]:,} train / {split['validation'][1] - split['validation'][0]:,} "
+        f"validation; vocabulary {corpus.vocab.size}, {corpus.ids.dtype.name}) in {seconds:.1f} s "
+        f"({mb / max(seconds, 1e-9):,.1f} MB/s) -> {args.out}; train with: charlstm train {args.out}"
+    )
+    return 0
+
+
 def _print_samples(
     model: Any, prime: str | None, temperatures: Sequence[float], length: int, **kw: Any
 ) -> None:
@@ -360,6 +389,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "train": cmd_train,
+    "prepare": cmd_prepare,
     "generate": cmd_generate,
     "evaluate": cmd_evaluate,
     "corpora": cmd_corpora,
