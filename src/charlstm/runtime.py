@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from charlstm.errors import CharlstmError
-from charlstm.sampling import check_options, sample
+from charlstm.generation import Generation, LogitProcessor, Sampling, StatefulContext, WindowContext, step
 from charlstm.vocab import Vocabulary
 
 META_ENTRY = "charlstm.json"
@@ -59,6 +59,9 @@ class _OneBlasThread:
         if self.limiter is not None:
             self.limiter.restore_original_limits()
             self.limiter = None
+
+
+_ALL_BLAS_THREADS = _OneBlasThread(False)  # a no-op, shared: batch 1 keeps BLAS' own threading
 
 
 @dataclass
@@ -191,9 +194,10 @@ class CharModel:
         first = layers[0]
         table = first.project(input_table) if input_table is not None else first._kernel + first._bias_in
         self._table0 = np.ascontiguousarray(table, dtype=np.float32)
-        self._sample_bias = dense_bias.copy()
+        self.sampling_bias = dense_bias.copy()  # the output bias with the unknown symbol masked out
         if vocab.unknown_id is not None:
-            self._sample_bias[vocab.unknown_id] = -np.inf  # the unknown symbol is never generated
+            self.sampling_bias[vocab.unknown_id] = -np.inf  # the unknown symbol is never generated
+        self._chars = (*vocab.chars, "\ufffd")  # id -> character as generated
         self.step_count = 0  # time steps run so far (tests use it to see that primes are read once)
 
     # -- description --------------------------------------------------------------------------------
@@ -267,12 +271,83 @@ class CharModel:
         """Logits for the next character after each row of `history`, re-reading its last `window` ids."""
         return self.forward(history[:, -window:])[0][:, -1]
 
+    def step(
+        self, ids: np.ndarray, state: list[tuple[np.ndarray, ...]]
+    ) -> tuple[np.ndarray, list[tuple[np.ndarray, ...]]]:
+        """One time step for a batch of rows: feed `ids` (B,) after `state`; returns the logits for the next
+        character (B, V; the unknown symbol masked to -inf) and the new state. What generation runs per
+        character, for one request's rows or for the rows of many requests stacked together."""
+        state = list(state)
+        with self.blas_for(len(ids)):
+            xproj = self._table0[ids]
+            for n, layer in enumerate(self.layers):
+                if n > 0:
+                    xproj = layer.project(state[n - 1][0])
+                state[n] = layer.step(xproj, state[n])
+            self.step_count += 1
+            return state[-1][0] @ self.dense_kernel + self.sampling_bias, state
+
+    @staticmethod
+    def blas_for(rows: int) -> _OneBlasThread:
+        """`with model.blas_for(rows):` one BLAS thread when stepping several rows (see `_OneBlasThread`)."""
+        return _OneBlasThread(True) if rows > 1 else _ALL_BLAS_THREADS
+
     # -- generation ---------------------------------------------------------------------------------
     def default_prime(self, rng: np.random.Generator) -> str:
         seeds = self.meta.get("seeds") or []
         if seeds:
             return str(seeds[int(rng.integers(len(seeds)))])
         return "\n" if "\n" in self.vocab else self.vocab.chars[0]
+
+    def generation(
+        self,
+        prime: str | None = None,
+        length: int = 400,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        seed: int | None = None,
+        num_samples: int = 1,
+        stop: str | Sequence[str] | None = None,
+        unknown: str = "error",
+        context: str = "stateful",
+        processors: Sequence[LogitProcessor] = (),
+    ) -> Generation:
+        """A checked, ready-to-step `Generation` (generation.py) for these settings; nothing is computed yet.
+
+        The one place where generation arguments are checked and the prime is chosen and encoded, shared by
+        `stream`/`generate`, the CLI and the server, so that the same seed gives the same text everywhere.
+        `stop` is one string or several: a row ends once it has generated any of them.
+        """
+        sampling = Sampling(temperature, top_k, top_p)
+        if not isinstance(length, int) or length < 0:
+            raise CharlstmError(f"length must be an integer >= 0, got {length}")
+        if not isinstance(num_samples, int) or num_samples < 1:
+            raise CharlstmError(f"num-samples must be an integer >= 1, got {num_samples}")
+        if context not in ("stateful", "window"):
+            raise CharlstmError(f"context must be 'stateful' or 'window', got {context!r}")
+        if prime is None:  # its own generator, so the draws below do not depend on whether a prime was given
+            prime = self.default_prime(np.random.default_rng(seed))
+        prime_ids = self.encode(prime, unknown=unknown).astype(np.int64)
+        if len(prime_ids) == 0:
+            raise CharlstmError(
+                "the prime is empty (after dropping unknown characters); give at least one character"
+            )
+        stops = [stop] if isinstance(stop, str) else list(stop or [])
+        if context == "window":
+            window = self.window or int(self.meta.get("config", {}).get("maxlen", 40))
+            ctx: StatefulContext | WindowContext = WindowContext(self, prime_ids, num_samples, window)
+        else:
+            ctx = StatefulContext(self, prime_ids, num_samples)
+        return Generation(
+            ctx,
+            chars=self._chars,
+            length=length,
+            sampling=sampling,
+            seed=seed,
+            stops=stops,
+            processors=processors,
+        )
 
     def stream(
         self,
@@ -283,99 +358,23 @@ class CharModel:
         top_p: float | None = None,
         seed: int | None = None,
         num_samples: int = 1,
-        stop: str | None = None,
+        stop: str | Sequence[str] | None = None,
         unknown: str = "error",
         context: str = "stateful",
+        processors: Sequence[LogitProcessor] = (),
     ) -> Iterator[Any]:
-        """Yield generated characters one step at a time: a str, or a list of str when num_samples > 1.
+        """Yield generated characters one step at a time: a str, or a list of str when num_samples > 1
+        (with "" for a sample that has already met its stop string).
 
         context="stateful" (default) reads the prime once and then steps each layer once per character;
         context="window" re-reads the last `window` characters from a zero state for every character, the
-        lesson's way, kept for faithful comparison with classic models.
+        lesson's way, kept for faithful comparison with classic models. Arguments are checked at once;
+        nothing is computed until the first character is asked for.
         """
-        check_options(temperature, top_k, top_p)
-        if not isinstance(length, int) or length < 0:
-            raise CharlstmError(f"length must be an integer >= 0, got {length}")
-        if not isinstance(num_samples, int) or num_samples < 1:
-            raise CharlstmError(f"num-samples must be an integer >= 1, got {num_samples}")
-        if context not in ("stateful", "window"):
-            raise CharlstmError(f"context must be 'stateful' or 'window', got {context!r}")
-        window = self.window or int(self.meta.get("config", {}).get("maxlen", 40))
-        if prime is None:  # its own generator, so the draws below do not depend on whether a prime was given
-            prime = self.default_prime(np.random.default_rng(seed))
-        rng = np.random.default_rng(seed)
-        prime_ids = self.encode(prime, unknown=unknown)
-        if len(prime_ids) == 0:
-            raise CharlstmError(
-                "the prime is empty (after dropping unknown characters); give at least one character"
-            )
-        if stop == "":
-            stop = None
-        return self._generate_steps(
-            prime_ids, length, temperature, top_k, top_p, rng, num_samples, stop, context, window
+        gen = self.generation(
+            prime, length, temperature, top_k, top_p, seed, num_samples, stop, unknown, context, processors
         )
-
-    def _generate_steps(
-        self, prime_ids, length, temperature, top_k, top_p, rng, batch, stop, context, window
-    ) -> Iterator[Any]:
-        if length == 0:
-            return
-        chars = list(self.vocab.chars) + ["\ufffd"]
-        single = batch == 1
-        one_thread = _OneBlasThread(batch > 1)
-        prime_ids = prime_ids[None, :].astype(np.int64)
-        with one_thread:
-            if context == "window":
-                history = np.repeat(prime_ids, batch, axis=0)
-            else:  # every sample starts from the same prime: read it once, then copy the state
-                logits, state = self.forward(prime_ids)
-                logits = np.repeat(logits[:, -1] - self.dense_bias + self._sample_bias, batch, axis=0)
-                state = [tuple(np.repeat(s, batch, axis=0) for s in st) for st in state]
-        done = [False] * batch
-        tails = [""] * batch
-        # uniforms come from one sequential stream, so the chunk size never changes the text; bound it so
-        # that a short or wide request does not draw 4096 x batch numbers (655 MB for 20k samples)
-        chunk = max(1, min(4096, length, (1 << 20) // batch))
-        uniforms = np.empty((0, batch))
-        nxt = None
-        for step in range(length):
-            with one_thread:  # only the computing, never across a yield
-                if context == "window":
-                    if step:
-                        history = np.concatenate([history, nxt[:, None]], axis=1)[:, -window:]
-                    logits = self._window_logits(history, window) - self.dense_bias + self._sample_bias
-                elif step:  # one step of each layer for the character just generated
-                    xproj = self._table0[nxt]
-                    for n, layer in enumerate(self.layers):
-                        if n > 0:
-                            xproj = layer.project(state[n - 1][0])
-                        state[n] = layer.step(xproj, state[n])
-                    self.step_count += 1
-                    logits = state[-1][0] @ self.dense_kernel + self._sample_bias
-                if step % chunk == 0:
-                    uniforms = rng.random((chunk, batch))
-                nxt = sample(logits, uniforms[step % chunk], temperature, top_k, top_p)
-            if single:
-                ch = chars[nxt.item(0)]
-                yield ch
-                if stop is not None:
-                    tails[0] = (tails[0] + ch)[-len(stop) :]
-                    if tails[0] == stop:
-                        return
-            elif stop is None:
-                yield [chars[i] for i in nxt.tolist()]
-            else:
-                out = []
-                for b, i in enumerate(nxt.tolist()):
-                    if done[b]:
-                        out.append("")
-                        continue
-                    out.append(chars[i])
-                    tails[b] = (tails[b] + chars[i])[-len(stop) :]
-                    done[b] = tails[b] == stop
-                yield out
-                if all(done):
-                    return
+        return _run(gen, single=num_samples == 1)
 
     def generate(
         self, prime: str | None = None, length: int = 400, temperature: float = 1.0, **kwargs: Any
@@ -461,6 +460,13 @@ class CharModel:
         if self._file_bytes is None:
             raise CharlstmError("this model was not loaded from a file and cannot be saved by the runtime")
         write_atomic(path, self._file_bytes)
+
+
+def _run(gen: Generation, single: bool) -> Iterator[Any]:
+    """Step one generation to its end, yielding each step's characters (a str, or one per row)."""
+    while not gen.finished:
+        step([gen])
+        yield gen.pieces[0] if single else gen.pieces
 
 
 def read_model_file(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, Any], bytes, bytes]:

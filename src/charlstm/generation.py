@@ -1,0 +1,270 @@
+"""One request's generation, and the step that advances any number of them together.
+
+`CharModel` (runtime.py) holds the network and its one-time-step function; everything that belongs to one
+request lives here, in a `Generation`: its rows (samples), how the context is kept (a strategy object), the
+sampling settings, its own random stream, stop strings, which rows are done, and the logit processors that
+may constrain each row's next character. `step(generations)` moves every given generation on by one
+character; the CLI's stream and `num_samples` call it with one generation, the server's batcher with all
+the requests running on a model at that moment, stepping their stateful rows through the network as one batch.
+
+A generation's text depends only on its own settings and seed, never on what it is stepped with: each draws its
+uniforms from its own sequential stream (one per step per row, in order, whatever the chunk size), samples its
+own rows, and rows are independent in every computation of the network.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+
+from charlstm.sampling import check_options, sample
+
+if TYPE_CHECKING:
+    from charlstm.runtime import CharModel
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How the next character is chosen from the logits (see sampling.py). Checked on creation."""
+
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+
+    def __post_init__(self) -> None:
+        check_options(self.temperature, self.top_k, self.top_p)
+
+
+class RowHistory:
+    """What a logit processor may look at, per row: the last character id and the length of its current run.
+
+    Both start from the prime (a prime ending in "  " starts with last = id(" "), run = 2), so a constraint on
+    runs counts the characters the user typed as well as generated ones. Kept up to date only when the
+    generation has processors.
+    """
+
+    def __init__(self, prime_ids: np.ndarray, rows: int) -> None:
+        last = int(prime_ids[-1])
+        differs = np.flatnonzero(prime_ids != last)
+        run = len(prime_ids) - (int(differs[-1]) + 1 if len(differs) else 0)
+        self.last = np.full(rows, last, dtype=np.int64)
+        self.run = np.full(rows, run, dtype=np.int64)
+
+    def update(self, ids: np.ndarray) -> None:
+        self.run = np.where(ids == self.last, self.run + 1, 1)
+        self.last = np.asarray(ids, dtype=np.int64).copy()
+
+
+class LogitProcessor(Protocol):
+    """A per-step constraint on the next character: takes this generation's logits (rows, V) and its
+    `RowHistory`, returns logits of the same shape (e.g. -inf where a character is forbidden for a row).
+    Processors run in order, after the model and before temperature/top-k/top-p."""
+
+    def __call__(self, logits: np.ndarray, history: RowHistory) -> np.ndarray: ...
+
+
+# -- how the context is kept: two strategies with the same three methods ---------------------------------------
+
+
+class StatefulContext:
+    """Read the prime once, then one step of every layer per character (the default). Rows of different
+    generations step through the network together (`step` stacks their states)."""
+
+    batchable = True
+
+    def __init__(self, model: CharModel, prime_ids: np.ndarray, rows: int) -> None:
+        self.model, self.prime_ids, self.rows = model, prime_ids, rows
+        self.state: list[tuple[np.ndarray, ...]] = []
+
+    def start(self) -> np.ndarray:
+        """Read the prime (once, for all rows: they share it) and return the first logits (rows, V)."""
+        model = self.model
+        with model.blas_for(self.rows):
+            logits, state = model.forward(self.prime_ids[None, :])
+            logits = np.repeat(logits[:, -1] - model.dense_bias + model.sampling_bias, self.rows, axis=0)
+            self.state = [tuple(np.repeat(s, self.rows, axis=0) for s in st) for st in state]
+        return logits
+
+    def advance(self, ids: np.ndarray) -> np.ndarray:
+        logits, self.state = self.model.step(ids, self.state)
+        return logits
+
+
+class WindowContext:
+    """Re-read the last `window` characters from a zero state for every character: the lesson's way, kept for
+    faithful comparison with classic models (many times the work of `StatefulContext`)."""
+
+    batchable = False
+
+    def __init__(self, model: CharModel, prime_ids: np.ndarray, rows: int, window: int) -> None:
+        self.model, self.prime_ids, self.rows, self.window = model, prime_ids, rows, window
+        self.history = np.empty((rows, 0), np.int64)
+
+    def start(self) -> np.ndarray:
+        self.history = np.repeat(self.prime_ids[None, :], self.rows, axis=0)
+        return self._logits()
+
+    def advance(self, ids: np.ndarray) -> np.ndarray:
+        self.history = np.concatenate([self.history, ids[:, None]], axis=1)[:, -self.window :]
+        return self._logits()
+
+    def _logits(self) -> np.ndarray:
+        model = self.model
+        with model.blas_for(self.rows):
+            last = model.forward(self.history[:, -self.window :])[0][:, -1]
+            return last - model.dense_bias + model.sampling_bias
+
+
+# -- one request ---------------------------------------------------------------------------------------------
+
+
+class Generation:
+    """One request: `rows` samples from one prime, with their sampling settings, random stream and stops.
+
+    Build it with `CharModel.generation(...)`, which checks the arguments and encodes the prime. Then call
+    `step([gen, ...])` until `gen.finished`; after each step `gen.pieces` holds each row's new character
+    ("" for a row that has already met a stop string).
+    """
+
+    def __init__(
+        self,
+        context: StatefulContext | WindowContext,
+        *,
+        chars: Sequence[str],
+        length: int,
+        sampling: Sampling,
+        seed: int | None = None,
+        stops: Sequence[str] = (),
+        processors: Sequence[LogitProcessor | Callable[[np.ndarray, RowHistory], np.ndarray]] = (),
+    ) -> None:
+        self.context = context
+        self.rows = context.rows
+        self.chars = chars
+        self.length = length
+        self.sampling = sampling
+        self.rng = np.random.default_rng(seed)
+        self.stops = tuple(s for s in stops if s)
+        self.processors = list(processors)
+        self.history = RowHistory(context.prime_ids, self.rows) if self.processors else None
+        self.steps = 0  # characters chosen so far, per row
+        self.done = [False] * self.rows  # rows that met a stop string
+        self.stopped_by: list[str | None] = [None] * self.rows  # which stop string ended each row
+        self.pieces: list[str] = []  # each row's character from the last step ("" once the row is done)
+        self.logits: np.ndarray | None = None  # scores for every row's next character, once computed
+        self.ids: np.ndarray | None = None  # the ids chosen at the last step
+        self._tails = [""] * self.rows
+        self._tail_len = max((len(s) for s in self.stops), default=0)
+        # uniforms come from one sequential stream, so the chunk size never changes the text; bound it so that
+        # a short or wide request does not draw 4096 x rows numbers (655 MB for 20k samples)
+        self._chunk = max(1, min(4096, length, (1 << 20) // self.rows))
+        self._uniforms = np.empty((0, self.rows))
+
+    @property
+    def finished(self) -> bool:
+        return self.steps >= self.length or all(self.done)
+
+    def _prepare_logits(self) -> np.ndarray:
+        """This step's logits after the processors, and the uniforms drawn for every row."""
+        logits = self.logits
+        assert logits is not None
+        if self.processors:
+            for processor in self.processors:
+                logits = processor(logits, self.history)
+        return logits
+
+    def _uniforms_now(self) -> np.ndarray:
+        at = self.steps % self._chunk
+        if at == 0:
+            self._uniforms = self.rng.random((self._chunk, self.rows))
+        return self._uniforms[at]
+
+    def _record(self, ids: np.ndarray) -> None:
+        """Take the chosen ids: history, pieces, stop strings."""
+        self.ids = ids
+        self.steps += 1
+        if self.history is not None:
+            self.history.update(ids)
+        chars = self.chars
+        if not self.stops:
+            self.pieces = [chars[i] for i in ids.tolist()]
+            return
+        pieces = []
+        for b, i in enumerate(ids.tolist()):
+            if self.done[b]:
+                pieces.append("")
+                continue
+            ch = chars[i]
+            pieces.append(ch)
+            tail = (self._tails[b] + ch)[-self._tail_len :]
+            self._tails[b] = tail
+            for s in self.stops:
+                if tail.endswith(s):
+                    self.done[b], self.stopped_by[b] = True, s
+                    break
+        self.pieces = pieces
+
+
+def step(generations: Sequence[Generation]) -> None:
+    """Advance every generation by one character per row (finished ones must have been taken out).
+
+    A generation that has not started reads its prime; the others take one step of the network for the
+    characters they chose last, the stateful ones stacked into one batch. Then each chooses its next
+    characters; generations with the same sampling settings and no processors are sampled in one call.
+    """
+    stacked: list[Generation] = []
+    for gen in generations:
+        if gen.logits is None:
+            gen.logits = gen.context.start()
+        elif gen.context.batchable and len(generations) > 1:
+            stacked.append(gen)
+        else:
+            gen.logits = gen.context.advance(gen.ids)
+    if stacked:
+        _advance_stacked(stacked)
+    if len(generations) == 1:
+        gen = generations[0]
+        s = gen.sampling
+        gen._record(sample(gen._prepare_logits(), gen._uniforms_now(), s.temperature, s.top_k, s.top_p))
+        return
+    groups: dict[Sampling, list[Generation]] = {}
+    for gen in generations:
+        if gen.processors:
+            s = gen.sampling
+            gen._record(sample(gen._prepare_logits(), gen._uniforms_now(), s.temperature, s.top_k, s.top_p))
+        else:
+            groups.setdefault(gen.sampling, []).append(gen)
+    for s, group in groups.items():
+        if len(group) == 1:
+            gen = group[0]
+            gen._record(sample(gen.logits, gen._uniforms_now(), s.temperature, s.top_k, s.top_p))
+            continue
+        logits = np.concatenate([g.logits for g in group])
+        uniforms = np.concatenate([g._uniforms_now() for g in group])
+        ids = sample(logits, uniforms, s.temperature, s.top_k, s.top_p)
+        at = 0
+        for g in group:
+            g._record(ids[at : at + g.rows])
+            at += g.rows
+
+
+def _advance_stacked(generations: Sequence[Generation]) -> None:
+    """One network step for the rows of several stateful generations of one model, as one batch."""
+    model = generations[0].context.model
+    contexts = [g.context for g in generations]
+    if any(c.model is not model for c in contexts):
+        raise ValueError("generations stepped together must use the same model")
+    ids = np.concatenate([g.ids for g in generations])
+    state = [
+        tuple(np.concatenate([c.state[n][k] for c in contexts]) for k in range(len(contexts[0].state[n])))
+        for n in range(len(contexts[0].state))
+    ]
+    logits, state = model.step(ids, state)
+    at = 0
+    for gen in generations:
+        end = at + gen.rows
+        gen.context.state = [tuple(s[at:end] for s in st) for st in state]
+        gen.logits = logits[at:end]
+        at = end

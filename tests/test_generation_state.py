@@ -1,0 +1,110 @@
+"""The per-request generation state (charlstm.generation): generations stepped together give the texts they
+give alone, logit processors see each row's history and constrain it, several stop strings."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from model_factory import CHARS, build_and_save
+
+from charlstm import runtime
+from charlstm.generation import RowHistory, step
+
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    path = tmp_path_factory.mktemp("genstate") / "m.keras"
+    build_and_save(path, layers=2, units=32, logit_scale=3.0, seed=3)
+    return runtime.load(path)
+
+
+def run_together(gens) -> list[list[str]]:
+    """Step generations as the server's batcher does: all together, each leaving when it is finished."""
+    texts = [["" for _ in range(g.rows)] for g in gens]
+    active = list(range(len(gens)))
+    while active:
+        step([gens[i] for i in active])
+        for i in active:
+            for b, ch in enumerate(gens[i].pieces):
+                texts[i][b] += ch
+        active = [i for i in active if not gens[i].finished]
+    return texts
+
+
+REQUESTS = [
+    dict(prime="the cat ", length=120, temperature=1.0, seed=1),
+    dict(prime="a dog", length=60, temperature=1.0, seed=2, num_samples=3),  # same settings: sampled as a group
+    dict(prime="the ", length=150, temperature=0.7, top_k=5, seed=3),
+    dict(prime="the mat", length=90, temperature=1.2, top_p=0.8, seed=4, num_samples=2, stop="e"),
+    dict(prime="hot ", length=40, temperature=0.0),
+    dict(prime="the log ", length=200, temperature=1.0, seed=5, stop=["at", "og"]),
+]
+
+
+def test_generations_stepped_together_give_the_texts_they_give_alone(model):
+    alone = []
+    for kw in REQUESTS:
+        out = model.generate(**kw)
+        alone.append([out] if isinstance(out, str) else out)
+    steps_alone = model.step_count
+    together = run_together([model.generation(**kw) for kw in REQUESTS])
+    assert together == alone
+    assert model.step_count - steps_alone < steps_alone / 2  # and they really shared network steps
+    # a request joining later (between steps) does not change the others either
+    gens = [model.generation(**kw) for kw in REQUESTS[:3]]
+    for _ in range(10):
+        step(gens)
+    late = model.generation(**REQUESTS[3])
+    texts = run_together([*gens, late])
+    assert texts[0][0] == alone[0][0][10:] and texts[2][0] == alone[2][0][10:]
+    assert texts[1] == [t[10:] for t in alone[1]]
+    assert texts[3] == alone[3]
+
+
+def test_several_stop_strings_end_a_row_at_the_first_of_them(model):
+    full = model.generate("the ", 300, 1.0, seed=4)
+    a, b = full[120:122], full[200:203]
+    first = min(full.index(a) + len(a), full.index(b) + len(b))
+    assert model.generate("the ", 300, 1.0, seed=4, stop=[b, a]) == full[:first]
+    gen = model.generation("the ", 300, 1.0, seed=4, stop=[b, a])
+    while not gen.finished:
+        step([gen])
+    assert gen.stopped_by[0] == (a if full.index(a) + len(a) == first else b)
+
+
+def test_row_history_counts_the_run_from_the_prime():
+    ids = np.array([3, 1, 1, 1])
+    h = RowHistory(ids, rows=2)
+    assert h.last.tolist() == [1, 1] and h.run.tolist() == [3, 3]
+    h.update(np.array([1, 2]))
+    assert h.last.tolist() == [1, 2] and h.run.tolist() == [4, 1]
+    h.update(np.array([2, 2]))
+    assert h.run.tolist() == [1, 2]
+
+
+def test_a_logit_processor_constrains_every_row_with_its_history(model):
+    """A processor that forbids a third character in a row (the shape of issue 10's repeat guard)."""
+    seen = []
+
+    def triples(text: str) -> bool:
+        return any(text[i] == text[i + 1] == text[i + 2] for i in range(len(text) - 2))
+
+    def no_triples(logits, history):
+        seen.append((history.last.copy(), history.run.copy()))
+        out = logits.copy()
+        rows = np.flatnonzero(history.run >= 2)
+        out[rows, history.last[rows]] = -np.inf
+        return out
+
+    prime = "the ss"
+    unguarded = model.generate(prime, 200, 1.3, seed=8, num_samples=4)
+    assert all(triples(prime[-2:] + t) for t in unguarded)  # this model repeats itself when let
+    texts = model.generate(prime, 200, 1.3, seed=8, num_samples=4, processors=[no_triples])
+    assert not any(triples(prime[-2:] + t) for t in texts)
+    assert len(seen) == 200 and seen[0][1].tolist() == [2] * 4  # the prime's run of "s" counted
+    assert seen[0][0].tolist() == [CHARS.index("s")] * 4
+    # and it is honoured at temperature 0 too (greedy alone falls into a run of dots)
+    assert triples(model.generate(prime, 200, 0.0))
+    assert not triples(prime[-2:] + model.generate(prime, 200, 0.0, processors=[no_triples]))
