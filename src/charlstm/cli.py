@@ -90,6 +90,11 @@ def _build_parser() -> argparse.ArgumentParser:
     m.add_argument("--cell", choices=["lstm", "gru"])
     m.add_argument("--embedding-dim", type=int)
     m.add_argument("--dropout", type=float)
+    m.add_argument(
+        "--mixed-precision",
+        choices=["bf16", "fp16"],
+        help="16-bit math with float32 weights and logits (GPUs; fp16 adds loss scaling)",
+    )
     o = t.add_argument_group("optimisation")
     o.add_argument("--epochs", type=int)
     o.add_argument("--seq-len", type=int, help="characters per training sequence (default recipe)")
@@ -209,6 +214,7 @@ def _train_settings(args: argparse.Namespace) -> dict[str, Any]:
         "cell",
         "embedding_dim",
         "dropout",
+        "mixed_precision",
         "epochs",
         "seq_len",
         "batch_size",

@@ -45,6 +45,7 @@ class TrainConfig:
     layers: int = 2
     units: int = 128
     dropout: float = 0.1
+    mixed_precision: str | None = None  # "bf16" | "fp16": 16-bit math, float32 weights and logits (GPUs)
     # optimisation
     optimizer: str = "adam"
     lr: float = 5e-3
@@ -85,6 +86,8 @@ class TrainConfig:
             raise CharlstmError(f"--lr-schedule must be constant, cosine or step, got {self.lr_schedule!r}")
         if self.early_stopping is not None and self.early_stopping < 1:
             raise CharlstmError(f"--early-stopping must be >= 1 epochs, got {self.early_stopping}")
+        if self.mixed_precision not in (None, "bf16", "fp16"):
+            raise CharlstmError(f"--mixed-precision must be bf16 or fp16, got {self.mixed_precision!r}")
         if any(t < 0 for t in self.sample_temperatures):
             raise CharlstmError("sample temperatures must be >= 0")
 

@@ -128,8 +128,12 @@ def _optimizer(config: TrainConfig, steps_per_epoch: int) -> Any:
         lr = keras.optimizers.schedules.ExponentialDecay(config.lr, every, 0.5, staircase=True)
     clip = {"clipnorm": config.clipnorm} if config.clipnorm else {}
     if config.optimizer == "rmsprop":
-        return keras.optimizers.RMSprop(learning_rate=lr, **clip)
-    return keras.optimizers.Adam(learning_rate=lr, **clip)
+        optimizer = keras.optimizers.RMSprop(learning_rate=lr, **clip)
+    else:
+        optimizer = keras.optimizers.Adam(learning_rate=lr, **clip)
+    if config.mixed_precision == "fp16":  # float16 gradients underflow without a (dynamic) loss scale
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    return optimizer
 
 
 def _compile(model: Any, config: TrainConfig, steps_per_epoch: int) -> None:
@@ -280,7 +284,7 @@ def make_model(plan: Plan, spec: Any, steps: int) -> Any:
     if plan.resumed is not None:
         model = load_keras_model(plan.run_dir / "last.keras", compile=True)
     else:
-        model = build_model(spec)
+        model = build_model(spec, plan.config.mixed_precision)
         _compile(model, plan.config, steps)
         if plan.init_from is not None:
             model.set_weights(load_keras_model(plan.init_from, compile=False).get_weights())
