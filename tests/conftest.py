@@ -41,6 +41,19 @@ def keras_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
         os.environ["KERAS_HOME"] = old
 
 
+@pytest.fixture(scope="session", autouse=True)
+def charlstm_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A private cache for prepared copies of big texts (never the user's ~/.cache)."""
+    path = tmp_path_factory.mktemp("charlstm_cache")
+    old = os.environ.get("CHARLSTM_CACHE")
+    os.environ["CHARLSTM_CACHE"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("CHARLSTM_CACHE", None)
+    else:
+        os.environ["CHARLSTM_CACHE"] = old
+
+
 TINY_TEXT = (
     "the cat sat on the mat. the dog sat on the log. a cat and a dog met on a mat by a log.\n"
     "the sun is hot. the mat is red. the log is old and the dog is glad.\n"

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_cli
 
 import charlstm.prepared as prepared_module
 from charlstm.batches import make_sequence_batches, make_window_batches, split_ids, to_tf_dataset
@@ -204,21 +205,23 @@ DAMAGES = {
 
 
 @pytest.mark.parametrize("kind", list(DAMAGES))
-def test_damaged_prepared_corpus_is_a_clear_error(tmp_path, tiny_text, kind):
+def test_damaged_prepared_corpus_is_a_one_line_error(tmp_path, tiny_text, kind):
     source = tmp_path / "text.txt"
     source.write_text(tiny_text, encoding="utf-8")
     out = tmp_path / "corpus"
     prepare(source, out, TextOptions(), verbose=False)
     open_prepared(out)  # intact: opens
     damage(kind, out, source)
-    with pytest.raises(CharlstmError, match=DAMAGES[kind]) as info:
+    with pytest.raises(CharlstmError, match=DAMAGES[kind]):
         open_prepared(out)
-    assert "\n" not in str(info.value)
+    r = run_cli("train", str(out), "--out", str(tmp_path / "run"), "--epochs", "1")
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("charlstm: error: ") and DAMAGES[kind] in lines[0], r.stderr
+    assert not (tmp_path / "run").exists()
 
 
 def test_prepare_cli_writes_a_corpus_and_refuses_to_overwrite(tiny_corpus, tmp_path):
-    from conftest import run_cli
-
     out = tmp_path / "p"
     r = run_cli("prepare", str(tiny_corpus), "--out", str(out), "--lowercase", "--val-frac", "0.2")
     assert r.returncode == 0, r.stderr
@@ -227,3 +230,117 @@ def test_prepare_cli_writes_a_corpus_and_refuses_to_overwrite(tiny_corpus, tmp_p
     assert corpus.options.lowercase and corpus.meta["split"]["validation"][0] == round(0.8 * len(corpus.ids))
     r = run_cli("prepare", str(tiny_corpus), "--out", str(out))
     assert r.returncode == 2 and "already exists" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+# -- training on prepared corpora ------------------------------------------------------------------------------
+SMALL = dict(layers=1, units=32, embedding_dim=8, seq_len=24, batch_size=8, lr=1e-2, sample_length=20,
+             sample_temperatures=[0.5], verbose=0)
+
+
+def _losses(run: Path) -> list[float]:
+    import csv
+
+    with open(run / "metrics.csv") as fh:
+        return [float(row["loss"]) for row in csv.DictReader(fh)]
+
+
+def test_chinese_uint16_corpus_trains_and_generates_end_to_end(shared_data, tmp_path):
+    corpus_dir, run = tmp_path / "zh", tmp_path / "run"
+    r = run_cli("prepare", str(shared_data / "chinese_tangshi300.txt"), "--out", str(corpus_dir),
+                "--max-chars", "8000", "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert "uint16" in r.stdout
+    r = run_cli("train", str(corpus_dir), "--out", str(run), "--epochs", "1", "--layers", "1", "--units", "32",
+                "--embedding-dim", "16", "--seq-len", "32", "--batch-size", "16", "--quiet")
+    assert r.returncode == 0, r.stderr
+    meta = json.loads((run / "config.json").read_text(encoding="utf-8"))
+    corpus = open_prepared(corpus_dir)
+    assert meta["corpus"]["prepared"] == str(corpus_dir) and meta["corpus"]["sha256"] == corpus.sha256
+    assert meta["vocab"] == corpus.vocab.to_json() and corpus.vocab.size > 256
+    r = run_cli("generate", str(run / "model.keras"), "--length", "40", "--seed", "1", "--temperature", "0.8")
+    assert r.returncode == 0, r.stderr
+    assert sum("\u4e00" <= c <= "\u9fff" for c in r.stdout) >= 20  # Chinese characters came out
+
+
+def test_train_dir_refuses_text_options_it_was_not_prepared_with(tiny_corpus, tmp_path):
+    prepare(tiny_corpus, tmp_path / "p", TextOptions(), verbose=False)
+    r = run_cli("train", str(tmp_path / "p"), "--lowercase", "--out", str(tmp_path / "run"))
+    assert r.returncode == 2 and "--lowercase" in r.stderr and "prepare" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+class _SigintAfterFirstEpoch:
+    """Keras callback (built lazily so that importing this module does not import Keras)."""
+
+    def __new__(cls):
+        import os
+        import signal
+
+        import keras
+
+        class Stop(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                if epoch == 0:
+                    os.kill(os.getpid(), signal.SIGINT)
+
+        return Stop()
+
+
+def test_resume_and_init_from_work_with_a_prepared_corpus(tiny_corpus, tiny_run, tmp_path):
+    import charlstm
+    from charlstm.errors import TrainingInterrupted
+    from charlstm.runtime import load
+
+    corpus_dir = tmp_path / "p"
+    prepare(tiny_corpus, corpus_dir, TextOptions(), verbose=False)
+    settings = dict(SMALL, epochs=2, seed=5)
+    charlstm.train(str(corpus_dir), out=tmp_path / "straight", **settings)
+    with pytest.raises(TrainingInterrupted):
+        charlstm.train(str(corpus_dir), out=tmp_path / "resumed", callbacks=[_SigintAfterFirstEpoch()], **settings)
+    charlstm.train(out=tmp_path / "resumed", resume=True, verbose=0)
+    assert _losses(tmp_path / "resumed") == pytest.approx(_losses(tmp_path / "straight"), rel=1e-4)
+
+    # fine-tuning: the new text's own vocabulary is a subset, numbered differently from the model's
+    small = tmp_path / "small.txt"
+    small.write_text("a dog sat on a log. " * 40, encoding="utf-8")
+    small_dir = tmp_path / "small"
+    prepare(small, small_dir, TextOptions(), verbose=False)
+    base = load(tiny_run / "model.keras")
+    assert open_prepared(small_dir).vocab.chars != base.vocab.chars
+    tuned = charlstm.train(str(small_dir), out=tmp_path / "ft", init_from=str(tiny_run / "model.keras"),
+                           epochs=1, verbose=0, seq_len=24, batch_size=8)
+    assert tuned.vocab == base.vocab
+    scratch = charlstm.train(str(small_dir), out=tmp_path / "scratch", epochs=1, verbose=0, seq_len=24,
+                             batch_size=8, layers=1, units=48, embedding_dim=16, lr=1e-2, dropout=0.0)
+    assert scratch.vocab != base.vocab
+    # ids mapped right: the first epoch's loss is no worse than the base model's own loss on this text (ids
+    # read in the corpus' numbering would be other characters, and the loss far higher), and it beats a fresh
+    # model's first epoch
+    before = base.evaluate(small.read_text(encoding="utf-8"))["nats_per_char"]
+    assert _losses(tmp_path / "ft")[0] < min(before + 0.1, _losses(tmp_path / "scratch")[0])
+
+
+def test_a_big_text_is_prepared_once_into_the_cache_and_trains_like_a_small_one(
+    tiny_corpus, tmp_path, monkeypatch, capsys
+):
+    import charlstm
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("CHARLSTM_CACHE", str(cache))
+    charlstm.train(str(tiny_corpus), out=tmp_path / "memory", epochs=1, **SMALL)  # below the threshold
+    assert not cache.exists()
+    monkeypatch.setattr(prepared_module, "CACHE_THRESHOLD_BYTES", 1000)
+    verbose = dict(SMALL, verbose=1)
+    charlstm.train(str(tiny_corpus), out=tmp_path / "first", epochs=1, **verbose)
+    first = capsys.readouterr().out
+    entries = list((cache / "prepared").iterdir())
+    assert len(entries) == 1 and "preparing it once into" in first and str(entries[0]) in first
+    charlstm.train(str(tiny_corpus), out=tmp_path / "second", epochs=1, **verbose)
+    second = capsys.readouterr().out
+    assert "using the copy prepared before" in second and "preparing it once" not in second
+    assert list((cache / "prepared").iterdir()) == entries
+    for run in ("first", "second"):
+        assert json.loads((tmp_path / run / "config.json").read_text())["corpus"]["prepared"] == str(entries[0])
+    # same ids, same batches: the memory-mapped runs train exactly like the in-memory one
+    assert _losses(tmp_path / "first") == pytest.approx(_losses(tmp_path / "memory"), rel=1e-5)
+    assert _losses(tmp_path / "second") == pytest.approx(_losses(tmp_path / "memory"), rel=1e-5)

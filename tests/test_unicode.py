@@ -182,8 +182,11 @@ def test_default_primes_encode_strictly(nfc_run):
     from charlstm.trainer import _seeds
 
     vocab = Vocabulary.build(TEXT, min_count=2)
-    assert any(vocab.unknown_chars(s) for s in _seeds(TEXT, 16, 40, 1337))  # plain random snippets
-    assert not any(vocab.unknown_chars(s) for s in _seeds(TEXT, 16, 40, 1337, vocab))
+    ids = vocab.encode(TEXT, unknown="replace")
+    plain = _seeds(ids, vocab, 16, 40, 1337, clean=False)  # plain random snippets
+    assert any("\ufffd" in s for s in plain) and all(len(s) == 40 for s in plain)
+    clean = _seeds(ids, vocab, 16, 40, 1337)
+    assert len(clean) == 16 and not any("\ufffd" in s or vocab.unknown_chars(s) for s in clean)
     model = load(nfc_run / "model.keras")
     assert model.meta["seeds"]
     for seed in model.meta["seeds"]:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from charlstm.errors import CharlstmError
 
 __version__ = "0.1.0"
-__all__ = ["CharlstmError", "train", "load", "CharModel", "__version__"]
+__all__ = ["CharlstmError", "train", "prepare", "load", "CharModel", "__version__"]
 
 if TYPE_CHECKING:
     from charlstm.runtime import CharModel
@@ -29,6 +29,10 @@ def __getattr__(name: str) -> Any:
         from charlstm.trainer import train
 
         return train
+    if name == "prepare":
+        from charlstm.prepared import prepare
+
+        return prepare
     if name == "CharModel":
         from charlstm.runtime import CharModel
 

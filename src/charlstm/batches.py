@@ -68,6 +68,20 @@ def gather(ids: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
     return np.asarray(ids[starts[:, None] + np.arange(length)[None, :]], dtype=np.int32)
 
 
+class RemappedIds:
+    """An id array seen through a lookup table, lazily (a fine-tuned model may number characters otherwise
+    than the corpus): indexing returns table[ids[index]], so a memory-mapped corpus is never copied whole."""
+
+    def __init__(self, ids: np.ndarray, table: np.ndarray) -> None:
+        self.ids, self.table = ids, table
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index):
+        return self.table[self.ids[index]]
+
+
 class EpochBatches:
     """Batches of one layout. `epoch_rows(e)` lays out epoch e (what `to_tf_dataset` feeds), and
     `epoch_batches(e)` yields its batches in NumPy; `set_epoch(e)` + `len()` + `[i]` give random access to one

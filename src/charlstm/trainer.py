@@ -22,9 +22,10 @@ from typing import Any
 import numpy as np
 
 from charlstm import backend as backends
-from charlstm.corpus import Corpus, load_corpus, preprocess, read_text_file
+from charlstm.corpus import Corpus, preprocess
 from charlstm.errors import CharlstmError, TrainingDiverged, TrainingInterrupted
 from charlstm.fileio import write_atomic
+from charlstm.prepared import PreparedCorpus
 from charlstm.recipes import TrainConfig, make_config
 from charlstm.runtime import CharModel
 from charlstm.vocab import Vocabulary
@@ -48,6 +49,7 @@ class Plan:
     resumed: dict[str, Any] | None = None  # last.keras metadata when resuming
     init_from: str | None = None
     init_meta: dict[str, Any] | None = None
+    explicit: dict[str, Any] = field(default_factory=dict)  # settings given (not recipe defaults)
 
     @property
     def state(self) -> dict[str, Any]:
@@ -56,12 +58,12 @@ class Plan:
 
 @dataclass
 class Text:
-    """The text phase's result: where the text came from, the vocabulary, and the encoded split."""
+    """The text phase's result: the encoded corpus (prepared.py: memory-mapped, or in memory for small
+    texts), the model's vocabulary, and the split in that vocabulary's ids."""
 
-    corpus: Corpus
-    text: str  # the preprocessed text (default primes are cut from its training part)
+    corpus: PreparedCorpus
     vocab: Vocabulary
-    train_ids: np.ndarray
+    train_ids: np.ndarray  # or batches.RemappedIds when a fine-tuned model's vocabulary numbers differently
     val_ids: np.ndarray
 
 
@@ -93,27 +95,30 @@ def _prepare_text(corpus: Corpus, config: TrainConfig) -> str:
     )
 
 
-def _seeds(text: str, count: int, length: int, seed: int, vocab: Vocabulary | None = None) -> list[str]:
-    """Random `length`-character snippets of the training text: default primes, as the lesson picks them.
+def _seeds(ids: Any, vocab: Vocabulary, count: int, length: int, seed: int, clean: bool = True) -> list[str]:
+    """Random `length`-character snippets of the training text (ids): default primes, as the lesson picks them.
 
     With a `vocab` that maps rare characters to the unknown symbol, only snippets made entirely of kept
     characters qualify (failing enough of those, snippets with their rare characters dropped), so a default
-    prime encodes under `--unknown error` too.
+    prime encodes under `--unknown error` too. Only the snippets are decoded, so a memory-mapped gigabyte
+    costs nothing here.
     """
-    if len(text) <= length:
-        return [text]
+    if len(ids) <= length:
+        return [vocab.decode(ids[:])]
     rng = np.random.default_rng([seed, 99])
-    picks = [text[i : i + length] for i in rng.integers(0, len(text) - length, size=count)]
-    if vocab is None or not vocab.has_unknown:
-        return picks
-    clean = [s for s in picks if not vocab.unknown_chars(s)]
-    for i in rng.integers(0, len(text) - length, size=50 * count):
-        if len(clean) >= count:
+    picks = [np.asarray(ids[i : i + length]) for i in rng.integers(0, len(ids) - length, size=count)]
+    if not clean or not vocab.has_unknown:
+        return [vocab.decode(p) for p in picks]
+    unk = vocab.unknown_id
+    good = [vocab.decode(p) for p in picks if unk not in p]
+    for i in rng.integers(0, len(ids) - length, size=50 * count):
+        if len(good) >= count:
             break
-        if not vocab.unknown_chars(text[i : i + length]):
-            clean.append(text[i : i + length])
-    dropped = ["".join(c for c in s if c in vocab) for s in picks if vocab.unknown_chars(s)]
-    return clean + [s for s in dropped if s][: count - len(clean)]
+        snippet = np.asarray(ids[i : i + length])
+        if unk not in snippet:
+            good.append(vocab.decode(snippet))
+    dropped = [vocab.decode(p[p != unk]) for p in picks if unk in p]
+    return good + [s for s in dropped if s][: count - len(good)]
 
 
 def _optimizer(config: TrainConfig, steps_per_epoch: int) -> Any:
@@ -192,19 +197,28 @@ def plan_run(
         raise CharlstmError(f"{run_dir} already holds a run; continue it with --resume or choose another --out")
     if config.tensorboard and importlib.util.find_spec("tensorboard") is None:
         raise CharlstmError("--tensorboard needs the tensorboard package: pip install tensorboard")
-    return Plan(config, str(source), run_dir, init_from=str(init_from) if init_from else None, init_meta=init_meta)
+    if init_from is not None:  # the inherited vocabulary decides which characters are rare, not these
+        config.max_vocab, config.min_count = None, 1
+    return Plan(
+        config, str(source), run_dir, init_from=str(init_from) if init_from else None, init_meta=init_meta,
+        explicit={k: v for k, v in settings.items() if v is not None},
+    )
 
 
 # -- phase 2: text and vocabulary ----------------------------------------------------------------------------
 def read_text(plan: Plan) -> Text:
-    """Read and preprocess the text, fix the vocabulary (new, resumed or inherited) and split the ids."""
+    """The corpus as ids (prepared.py: a prepared DIR memory-mapped, a big text prepared once into the cache,
+    a small one in memory: one path), the vocabulary (new, resumed or inherited) and the split."""
+    from charlstm.batches import RemappedIds
+    from charlstm.prepared import TEXT_KEYS, TextOptions, corpus_for_training
+
     config = plan.config
-    corpus = load_corpus(plan.source, encoding=config.encoding, errors=config.errors, glob=config.glob)
-    text = _prepare_text(corpus, config)
-    if config.max_chars:
-        text = text[: config.max_chars]
-    if not text:
-        raise CharlstmError(f"{corpus.name}: no text left after preprocessing (--ascii-only / Gutenberg stripping)")
+    explicit = {} if plan.resumed is not None else plan.explicit
+    corpus = corpus_for_training(
+        plan.source, TextOptions.from_settings(config), explicit=explicit, verbose=bool(config.verbose)
+    )
+    for key in TEXT_KEYS:  # a prepared DIR brings its own text options: config.json tells what was used
+        setattr(config, key, getattr(corpus.options, key))
     if plan.resumed is not None:
         if corpus.sha256 != plan.resumed["corpus"]["sha256"]:
             raise CharlstmError(
@@ -214,25 +228,28 @@ def read_text(plan: Plan) -> Text:
         vocab = Vocabulary.from_json(plan.resumed["vocab"])
     elif plan.init_meta is not None:
         vocab = Vocabulary.from_json(plan.init_meta["vocab"])
-        missing = vocab.unknown_chars(text) if not vocab.has_unknown else []
-        if missing:
-            shown = ", ".join(repr(c) for c in missing[:20])
-            raise CharlstmError(
-                f"{plan.init_from}: its vocabulary lacks {len(missing)} character(s) of the new text: {shown}; "
-                "fine-tuning needs the same vocabulary (clean the text, or train from scratch)"
-            )
     else:
-        vocab = Vocabulary.build(text, max_vocab=config.max_vocab, min_count=config.min_count)
-    unknown = "replace" if vocab.has_unknown else "skip"
-    ids = vocab.encode(text, unknown=unknown)
-    if config.val_file:
-        val_corpus = Corpus(read_text_file(Path(config.val_file), encoding=config.encoding, errors=config.errors), "val")
-        train_ids, val_ids = ids, vocab.encode(_prepare_text(val_corpus, config), unknown=unknown)
-    else:
-        from charlstm.batches import split_ids
+        vocab = corpus.vocab
+    table = _id_map(corpus.vocab, vocab, plan.init_from or plan.source)
+    train_ids, val_ids = corpus.train_ids, corpus.val_ids
+    if table is not None:
+        train_ids, val_ids = RemappedIds(train_ids, table), RemappedIds(val_ids, table)
+    return Text(corpus, vocab, train_ids, val_ids)
 
-        train_ids, val_ids = split_ids(ids, config.val_frac)
-    return Text(corpus, text, vocab, train_ids, val_ids)
+
+def _id_map(have: Vocabulary, want: Vocabulary, model: str) -> np.ndarray | None:
+    """corpus id -> model id, when a fine-tuned (or resumed fine-tuning) model numbers characters otherwise."""
+    if have.chars == want.chars and have.has_unknown == want.has_unknown:
+        return None
+    ids = want.encode("".join(have.chars), unknown="replace" if want.has_unknown else "skip")
+    missing = [c for c in have.chars if c not in want] if not want.has_unknown else []
+    if missing or (have.has_unknown and not want.has_unknown):
+        shown = ", ".join(repr(c) for c in missing[:20]) or "its rare-character symbol"
+        raise CharlstmError(
+            f"{model}: its vocabulary lacks {len(missing)} character(s) of the new text: {shown}; "
+            "fine-tuning needs the same vocabulary (clean the text, or train from scratch)"
+        )
+    return np.append(ids, want.unknown_id or 0).astype(np.int32)  # the last entry: the corpus' own unknown
 
 
 # -- phase 3: data -------------------------------------------------------------------------------------------
@@ -298,6 +315,7 @@ def make_model(plan: Plan, spec: Any, steps: int) -> Any:
 def run_metadata(plan: Plan, text: Text, spec: Any) -> dict[str, Any]:
     """Everything a model file and config.json say about the run (the training state is added per save)."""
     config, corpus = plan.config, text.corpus
+    strip = corpus.meta["preprocessing"]["strip_gutenberg"]
     return {
         "recipe": config.recipe,
         "config": config.to_json(),
@@ -307,19 +325,20 @@ def run_metadata(plan: Plan, text: Text, spec: Any) -> dict[str, Any]:
             "normalize": config.normalize,
             "lowercase": config.lowercase,
             "ascii_only": config.ascii_only,
-            "strip_gutenberg": bool(config.strip_gutenberg if config.strip_gutenberg is not None else corpus.gutenberg),
+            "strip_gutenberg": strip if isinstance(strip, bool) else any(strip),
         },
         "corpus": {
             "source": plan.source,
             "name": corpus.name,
-            "sha256": corpus.sha256,
-            "chars": len(text.text),
+            "sha256": corpus.sha256,  # of the ids: text, options and vocabulary together
+            "prepared": str(corpus.path) if corpus.path is not None else None,
+            "chars": corpus.meta["chars"]["text"],
             "train_chars": int(len(text.train_ids)),
             "val_chars": int(len(text.val_ids)),
             "files": corpus.files[:50],
             "file_count": len(corpus.files),
         },
-        "seeds": _seeds(text.text[: len(text.train_ids)], 16, plan.config.maxlen, plan.config.seed, text.vocab),
+        "seeds": _seeds(text.train_ids, text.vocab, 16, plan.config.maxlen, plan.config.seed),
         "trained_with": backends.describe(),
     }
 
