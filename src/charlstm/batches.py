@@ -63,6 +63,23 @@ def sequence_starts(n_chars: int, seq_len: int, seed: int, epoch: int, shuffle: 
     return starts[rng.permutation(count)]
 
 
+def shard_rows(rows: np.ndarray, batch_size: int, index: int = 0, count: int = 1, replicas: int = 1) -> np.ndarray:
+    """Process `index` of `count`'s share of an epoch laid out in global batches of `batch_size` rows.
+
+    It takes rows index::count of every global batch, so batch i of every process together is global batch i
+    and the data order stays a pure function of (seed, epoch), whatever the number of processes. A smaller
+    last batch is cut to a multiple of `replicas` (the devices of all processes) so that every device gets
+    the same number of rows; shorter than that, it is left out. `batch_size` and `replicas` must be
+    multiples of `count` (every process has as many devices). With one process and one replica: `rows`.
+    """
+    if count == 1 and replicas == 1:
+        return rows
+    full = len(rows) // batch_size * batch_size
+    tail = rows[full : len(rows) - (len(rows) - full) % replicas]
+    head = rows[:full].reshape(-1, batch_size)[:, index::count].reshape(-1)
+    return np.concatenate([head, tail[index::count]])
+
+
 def gather(ids: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
     """Rows ids[s : s + length] for each start, as int32 (a copy; `ids` may be a read-only memory map)."""
     return np.asarray(ids[starts[:, None] + np.arange(length)[None, :]], dtype=np.int32)
@@ -93,6 +110,23 @@ class EpochBatches:
         self.seed = seed
         self.shuffle = shuffle
         self.epoch = 0
+        self.replicas, self.shard = 1, (0, 1)
+
+    def distribute(self, replicas: int, index: int, count: int) -> None:
+        """Feed process `index` of `count` in a data-parallel job whose `replicas` devices share each batch
+        of `batch_size` rows (the global batch): see `shard_rows`."""
+        self.replicas, self.shard = replicas, (index, count)
+
+    @property
+    def local_batch_size(self) -> int:
+        """Rows per batch that this process feeds (the global batch size on a single process)."""
+        return self.batch_size // self.shard[1]
+
+    @property
+    def wraps(self) -> bool:
+        """Training batches are all full (one compiled shape), wrapping around to the epoch's first rows;
+        validation keeps a smaller last batch so that each row counts once."""
+        return self.shuffle
 
     def row_count(self) -> int:
         """Rows (examples) per epoch: the same in every epoch."""
@@ -114,23 +148,23 @@ class EpochBatches:
         return self.arrangement(self.epoch)
 
     def __len__(self) -> int:
-        return math.ceil(self.row_count() / self.batch_size)
+        full, tail = divmod(self.row_count(), self.batch_size)
+        return full + bool(tail if self.wraps else tail >= self.replicas)  # see shard_rows
 
     def batch_rows(self, starts: np.ndarray) -> np.ndarray:
-        """An arrangement laid out batch after batch: batch i is rows[i * batch_size : (i + 1) * batch_size].
-
-        Training batches are all full (one compiled shape), wrapping around to the epoch's first rows;
-        validation keeps a smaller last batch so that each row counts once."""
-        if not self.shuffle:
+        """An arrangement laid out batch after batch: batch i is rows[i * batch_size : (i + 1) * batch_size]."""
+        if not self.wraps:
             return starts
         return np.resize(starts, len(self) * self.batch_size)
 
     def epoch_rows(self, epoch: int) -> np.ndarray:
-        """Start positions of epoch `epoch`'s rows in batch order: a pure function of (seed, epoch)."""
-        return self.batch_rows(self.arrangement(epoch))
+        """Start positions of epoch `epoch`'s rows in batch order (this process's share of each batch when
+        distributed): a pure function of (seed, epoch)."""
+        return shard_rows(self.batch_rows(self.arrangement(epoch)), self.batch_size, *self.shard, self.replicas)
 
     def _batch(self, rows: np.ndarray, index: int) -> tuple[np.ndarray, np.ndarray]:
-        return self.rows(rows[index * self.batch_size : (index + 1) * self.batch_size])
+        size = self.local_batch_size
+        return self.rows(rows[index * size : (index + 1) * size])
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         if not 0 <= index < len(self):
@@ -140,7 +174,7 @@ class EpochBatches:
     def epoch_batches(self, epoch: int):
         """Epoch `epoch`'s batches in NumPy, one by one: the reference that `to_tf_dataset` reproduces."""
         rows = self.epoch_rows(epoch)
-        for index in range(math.ceil(len(rows) / self.batch_size)):
+        for index in range(math.ceil(len(rows) / self.local_batch_size)):
             yield self._batch(rows, index)
 
 
@@ -185,8 +219,9 @@ class WindowBatches(EpochBatches):
             return self.step * np.arange(self.count, dtype=np.int64)
         return self.step * epoch_rng(self.seed, epoch).permutation(self.count)
 
-    def batch_rows(self, starts: np.ndarray) -> np.ndarray:
-        return starts  # the lesson's fit() keeps a smaller last batch rather than wrapping around
+    @property
+    def wraps(self) -> bool:
+        return False  # the lesson's fit() keeps a smaller last batch rather than wrapping around
 
     def rows(self, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return gather(self.ids, starts, self.maxlen), np.asarray(self.ids[starts + self.maxlen], dtype=np.int32)
@@ -224,7 +259,7 @@ def to_tf_dataset(batches: EpochBatches, first_epoch: int = 0, last_epoch: int |
 
     def one_epoch(epoch: tf.Tensor) -> tf.data.Dataset:
         rows = tf.numpy_function(epoch_rows, [epoch], tf.int64, stateful=False)
-        return tf.data.Dataset.from_tensor_slices(tf.ensure_shape(rows, [None])).batch(batches.batch_size)
+        return tf.data.Dataset.from_tensor_slices(tf.ensure_shape(rows, [None])).batch(batches.local_batch_size)
 
     def gather(starts: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         bx, by = tf.numpy_function(batches.rows, [starts], (tf.int32, tf.int32), stateful=False)

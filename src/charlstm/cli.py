@@ -64,6 +64,19 @@ def _add_text_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-chars", type=int, help="train on the first N characters of the text only")
 
 
+def _add_distribute_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("distributed (--batch-size is then per replica)")
+    g.add_argument(
+        "--distribute",
+        choices=["none", "mirrored", "multihost"],
+        help="mirrored: all GPUs of this machine (TensorFlow); multihost: N processes/machines (JAX, "
+        "one command per process)",
+    )
+    g.add_argument("--coordinator", metavar="HOST:PORT", help="multihost: process 0's address, the same everywhere")
+    g.add_argument("--num-processes", type=int, metavar="N", help="multihost: processes in the job")
+    g.add_argument("--process-id", type=int, metavar="I", help="multihost: this process, 0 to N-1 (0 writes)")
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="charlstm", description="Character-level LSTM text generation: train, generate, evaluate."
@@ -83,6 +96,7 @@ def _build_parser() -> argparse.ArgumentParser:
         choices=["tensorflow", "jax"],
         help="Keras backend that trains (default: $KERAS_BACKEND, else charlstm's default for the device)",
     )
+    _add_distribute_options(t)
     _add_text_options(t)
     m = t.add_argument_group("model")
     m.add_argument("--layers", type=int)
@@ -238,8 +252,9 @@ def _train_settings(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_train(args: argparse.Namespace) -> int:
     from charlstm.trainer import train
 
+    cluster = {k: getattr(args, k) for k in ("distribute", "coordinator", "num_processes", "process_id")}
     if args.resume:
-        train(out=args.resume, resume=True, backend=args.backend, **_train_settings(args))
+        train(out=args.resume, resume=True, backend=args.backend, **cluster, **_train_settings(args))
     else:
         if not args.source:
             raise CharlstmError("give a text source (file, folder or named corpus), or --resume DIR")
@@ -249,6 +264,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             out=args.out,
             init_from=args.init_from,
             backend=args.backend,
+            **cluster,
             **_train_settings(args),
         )
     return 0

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from charlstm import backend as backends
+from charlstm import strategy as strategies
 from charlstm.corpus import Corpus, preprocess
 from charlstm.errors import CharlstmError, TrainingDiverged, TrainingInterrupted
 from charlstm.fileio import write_atomic
@@ -76,11 +77,12 @@ class Data:
 
 @dataclass
 class Session:
-    """The callbacks of one fit() call and the two that report how it ended."""
+    """The callbacks of one fit() call, the two that report how it ended, and where its files go."""
 
     callbacks: list[Any] = field(default_factory=list)
     recorder: Any = None
     stopper: Any = None
+    out_dir: Path | None = None  # the run directory (process 0), or a distributed worker's scratch folder
 
 
 # -- helpers used by more than one phase (and by benchmarks) -------------------------------------------
@@ -253,24 +255,32 @@ def _id_map(have: Vocabulary, want: Vocabulary, model: str) -> np.ndarray | None
 
 
 # -- phase 3: data -------------------------------------------------------------------------------------------
-def make_data(config: TrainConfig, text: Text) -> Data:
-    """Training and validation batches in the recipe's layout (the lesson's windows, or sequences)."""
+def make_data(config: TrainConfig, text: Text, dist: strategies.Distributed | None = None) -> Data:
+    """Training and validation batches in the recipe's layout (the lesson's windows, or sequences); when
+    distributed, global batches of batch_size x replicas rows, of which this process feeds its share."""
     from charlstm.batches import make_sequence_batches, make_window_batches
 
+    dist = dist or strategies.Distributed()
+    batch = config.batch_size * dist.replicas
     if config.mode == "windows":
-        train = make_window_batches(text.train_ids, config.maxlen, config.step, config.batch_size, config.seed)
+        train = make_window_batches(text.train_ids, config.maxlen, config.step, batch, config.seed)
         val = (
-            make_window_batches(text.val_ids, config.maxlen, config.step, config.batch_size, config.seed, shuffle=False)
+            make_window_batches(text.val_ids, config.maxlen, config.step, batch, config.seed, shuffle=False)
             if len(text.val_ids) > config.maxlen
             else None
         )
     else:
-        train = make_sequence_batches(text.train_ids, config.seq_len, config.batch_size, config.seed)
+        train = make_sequence_batches(text.train_ids, config.seq_len, batch, config.seed)
         val = (
-            make_sequence_batches(text.val_ids, config.seq_len, config.batch_size, config.seed, shuffle=False)
+            make_sequence_batches(text.val_ids, config.seq_len, batch, config.seed, shuffle=False)
             if len(text.val_ids) >= 2
             else None
         )
+    for batches in (train, val):
+        if batches is not None:
+            batches.distribute(dist.replicas, dist.process_id, dist.num_processes)
+    if val is not None and len(val) == 0:  # fewer validation rows than replicas
+        val = None
     return Data(train, val, len(train))
 
 
@@ -290,21 +300,23 @@ def model_spec(config: TrainConfig, vocab: Vocabulary) -> Any:
     )
 
 
-def make_model(plan: Plan, spec: Any, steps: int) -> Any:
-    """A compiled model: resumed from last.keras (weights + optimizer state), or new (maybe fine-tuned)."""
+def make_model(plan: Plan, spec: Any, steps: int, dist: strategies.Distributed | None = None) -> Any:
+    """A compiled model: resumed from last.keras (weights + optimizer state), or new (maybe fine-tuned);
+    built under the distribution's scope, so that its variables are mirrored or replicated."""
     import keras
 
     from charlstm.model import build_model
     from charlstm.modelfile import load_keras_model
 
-    keras.utils.set_random_seed(plan.config.seed)
-    if plan.resumed is not None:
-        model = load_keras_model(plan.run_dir / "last.keras", compile=True)
-    else:
-        model = build_model(spec, plan.config.mixed_precision)
-        _compile(model, plan.config, steps)
-        if plan.init_from is not None:
-            model.set_weights(load_keras_model(plan.init_from, compile=False).get_weights())
+    keras.utils.set_random_seed(plan.config.seed)  # the same seed in every process: the same initial weights
+    with (dist or strategies.Distributed()).scope():
+        if plan.resumed is not None:
+            model = load_keras_model(plan.run_dir / "last.keras", compile=True)
+        else:
+            model = build_model(spec, plan.config.mixed_precision)
+            _compile(model, plan.config, steps)
+            if plan.init_from is not None:
+                model.set_weights(load_keras_model(plan.init_from, compile=False).get_weights())
     epoch = int(plan.state.get("epoch", 0))
     if epoch >= plan.config.epochs:
         raise CharlstmError(f"{plan.run_dir}: already trained {epoch} epochs; pass a larger --epochs to go on")
@@ -343,16 +355,20 @@ def run_metadata(plan: Plan, text: Text, spec: Any) -> dict[str, Any]:
     }
 
 
-def make_session(plan: Plan, meta: dict[str, Any], has_val: bool, extra: list[Any] | None) -> Session:
-    """charlstm's callbacks around the user's: exact-resume seeds, signals, bits/char, progress, run files."""
+def make_session(
+    plan: Plan, meta: dict[str, Any], has_val: bool, extra: list[Any] | None, out_dir: Path | None = None
+) -> Session:
+    """charlstm's callbacks around the user's: exact-resume seeds, signals, bits/char, progress, run files
+    (written to `out_dir`, by default the run directory)."""
     import keras
 
     from charlstm.callbacks import BitsPerChar, DropoutSeeds, RunRecorder, StopOnSignal
 
     config, state = plan.config, plan.state
     stopper = StopOnSignal()
+    out_dir = out_dir or plan.run_dir
     recorder = RunRecorder(
-        plan.run_dir,
+        out_dir,
         lambda train_state: {**meta, "train_state": train_state},
         stopper=stopper,
         seeds=meta["seeds"],
@@ -375,7 +391,7 @@ def make_session(plan: Plan, meta: dict[str, Any], has_val: bool, extra: list[An
         cbs.append(keras.callbacks.EarlyStopping(monitor="val_loss" if has_val else "loss", patience=config.early_stopping))
     if config.tensorboard:
         cbs.append(keras.callbacks.TensorBoard(log_dir=str(plan.run_dir / "tensorboard")))
-    return Session(cbs, recorder, stopper)
+    return Session(cbs, recorder, stopper, out_dir)
 
 
 # -- phase 6: fit --------------------------------------------------------------------------------------------
@@ -429,7 +445,17 @@ def report(plan: Plan, session: Session, wall: float) -> CharModel:
         )
     from charlstm.runtime import load
 
-    return load(run_dir / "model.keras")
+    return load((session.out_dir or run_dir) / "model.keras")
+
+
+def _replicas(meta: dict[str, Any]) -> str:
+    dist = meta.get("distribute", {})
+    if dist.get("kind", "none") == "none":
+        return ""
+    return (
+        f" ({dist['kind']}: {dist['replicas']} replicas in {dist['processes']} process(es), "
+        f"global batch {dist['global_batch_size']})"
+    )
 
 
 def _announce(plan: Plan, text: Text, data: Data, meta: dict[str, Any]) -> None:
@@ -439,7 +465,7 @@ def _announce(plan: Plan, text: Text, data: Data, meta: dict[str, Any]) -> None:
     print(
         f"charlstm: training {arch} ({config.recipe} recipe) on {text.corpus.name}: {len(text.train_ids):,} train / "
         f"{len(text.val_ids):,} validation chars, vocabulary {vocab.size}, {data.steps} batches/epoch, "
-        f"{where['backend']} on {where['device']['kind']} -> {plan.run_dir}",
+        f"{where['backend']} on {where['device']['kind']}{_replicas(meta)} -> {plan.run_dir}",
         flush=True,
     )
     if vocab.has_unknown:
@@ -459,6 +485,10 @@ def train(
     init_from: str | os.PathLike[str] | None = None,
     callbacks: list[Any] | None = None,
     backend: str | None = None,
+    distribute: str | None = None,
+    coordinator: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
     **settings: Any,
 ) -> CharModel:
     """Train a character model on `source` (named corpus, file or folder) and return it, ready to generate.
@@ -469,20 +499,29 @@ def train(
     callbacks: extra Keras callbacks, run before charlstm's own each epoch.
     backend: "tensorflow" or "jax" (default: KERAS_BACKEND, else charlstm's default); fixed for the process
     once Keras is imported. A run may be resumed or fine-tuned on the other backend.
+    distribute: "none", "mirrored" (all local GPUs, TensorFlow) or "multihost" (`num_processes` processes
+    joined at `coordinator` HOST:PORT, this one `process_id`; JAX, chosen here): see strategy.py. `batch_size`
+    is then per replica. Every process of a multihost job returns the model; only process 0 writes files.
     """
-    backends.select(backend)  # before anything imports Keras
+    wish = strategies.request(distribute, coordinator, num_processes, process_id)
+    backends.select(strategies.backend_for(wish, backend))  # before anything imports Keras
     plan = plan_run(source, recipe, out, resume, init_from, settings)
     text = read_text(plan)
     plan.run_dir = plan.run_dir or default_run_dir(text.corpus.name)
-    data = make_data(plan.config, text)
     # Keras (and TensorFlow or JAX) load only now, so every mistake in the input above is one quick, clean line
+    dist = strategies.start(wish)  # multihost: every process joins here
+    if not dist.chief:  # workers print, sample and log nothing; their checkpoints go to a scratch folder
+        plan.config.verbose, plan.config.sample_temperatures, plan.config.tensorboard = 0, [], False
+    data = make_data(plan.config, text, dist)
     spec = model_spec(plan.config, text.vocab)
-    model = make_model(plan, spec, data.steps)
-    meta = run_metadata(plan, text, spec)
-    plan.run_dir.mkdir(parents=True, exist_ok=True)
-    write_atomic(plan.run_dir / "config.json", json.dumps(meta, ensure_ascii=False, indent=1))
-    session = make_session(plan, meta, data.val is not None, callbacks)
+    model = make_model(plan, spec, data.steps, dist)
+    meta = {**run_metadata(plan, text, spec), "distribute": dist.describe(plan.config.batch_size)}
+    if dist.chief:
+        plan.run_dir.mkdir(parents=True, exist_ok=True)
+        write_atomic(plan.run_dir / "config.json", json.dumps(meta, ensure_ascii=False, indent=1))
+    session = make_session(plan, meta, data.val is not None, callbacks, dist.output_dir(plan.run_dir))
     if plan.config.verbose:
         _announce(plan, text, data, meta)
-    wall = fit(model, plan, data, session)
+    with dist.guard(plan.run_dir):
+        wall = fit(model, plan, data, session)
     return report(plan, session, wall)
