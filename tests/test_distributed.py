@@ -31,8 +31,9 @@ from charlstm.errors import CharlstmError
 from charlstm.runtime import load
 
 TIMEOUT = 240  # seconds for any one distributed run (they take 10-30 s on 2 cores)
+# val_frac 0.13 gives 10 validation rows of 24 characters: an even share for 2 replicas, none left out
 SETTINGS = dict(layers=1, units=24, embedding_dim=8, seq_len=24, lr=1e-2, sample_length=20, sample_temperatures=[0.5],
-                verbose=0)
+                val_frac=0.13, verbose=0)
 RUN_FILES = {"config.json", "metrics.csv", "loss.png", "samples.txt", "last.keras", "best.keras", "model.keras"}
 
 
@@ -135,9 +136,7 @@ charlstm.train(source, out=out + "/mirrored", batch_size=8, distribute="mirrored
 
 
 def test_mirrored_over_two_devices_follows_single_device_training(tiny_corpus, tmp_path):
-    # no dropout: the replicas would draw other masks than one device does; val_frac 0.13 gives 10 validation
-    # rows, which split evenly between the 2 replicas
-    settings = dict(SETTINGS, epochs=3, dropout=0.0, val_frac=0.13)
+    settings = dict(SETTINGS, epochs=3, dropout=0.0)  # no dropout: 2 replicas draw other masks than 1 device
     proc = subprocess.run([sys.executable, "-c", MIRRORED, str(tiny_corpus), str(tmp_path), json.dumps(settings)],
                           capture_output=True, text=True, timeout=TIMEOUT, env=_env(TF_CPP_MIN_LOG_LEVEL="3"))
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -132,7 +132,8 @@ class Distributed:
         return self.process_id == 0
 
     def scope(self) -> contextlib.AbstractContextManager[Any]:
-        """Where the model is built and compiled (its variables are created as mirrored/replicated)."""
+        """Where the model is built and compiled (its variables are created as mirrored/replicated) and
+        trained (Keras' JAX trainer reads the distribution in fit to assemble each global batch)."""
         if self.strategy is None:
             return contextlib.nullcontext()
         return self.strategy.scope()
@@ -147,19 +148,22 @@ class Distributed:
         return Path(self._scratch.name)
 
     @contextlib.contextmanager
-    def guard(self, run_dir: Path) -> Iterator[None]:
-        """Turn a failed collective (another process died or lost the network) into a resumable stop.
+    def training(self, run_dir: Path) -> Iterator[None]:
+        """Around fit: the distribution's scope, and a failed collective (another process died or lost the
+        network) turned into a resumable stop.
 
         The run's last checkpoint is its last finished epoch; the surviving processes cannot go on alone, so
         they stop with a message that says how to relaunch (JAX then ends them within its heartbeat timeout).
         """
         if self.num_processes == 1:
-            yield
+            with self.scope():
+                yield
             return
         import jax
 
         try:
-            yield
+            with self.scope():
+                yield
         except jax.errors.JaxRuntimeError as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise TrainingInterrupted(
@@ -197,11 +201,10 @@ def _mirrored() -> Distributed:
 
 
 def _multihost(req: Request) -> Distributed:
+    import jax
     import keras
 
-    if req.num_processes > 1:
-        import jax
-
+    if req.num_processes > 1 and not jax.distributed.is_initialized():  # once per process (train() may run again)
         if not jax.config.jax_cpu_collectives_implementation:  # CPUs talk through gloo (older JAX: no default)
             jax.config.update("jax_cpu_collectives_implementation", "gloo")
         # jax.distributed.initialize underneath; it waits for all processes (5 minutes at most)
@@ -212,12 +215,13 @@ def _multihost(req: Request) -> Distributed:
                 f"process {req.process_id} of {req.num_processes} could not join the job at {req.coordinator}: "
                 f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
             ) from None
+    if jax.process_count() != req.num_processes:
+        raise CharlstmError(
+            f"this process already joined a job of {jax.process_count()} processes; start a new process for "
+            f"a job of {req.num_processes}"
+        )
     devices = keras.distribution.list_devices()
     distribution = keras.distribution.DataParallel(devices=devices, auto_shard_dataset=False)
-    # process-wide (not a scope): Keras' JAX trainer consults it in fit to assemble each global batch
-    keras.distribution.set_distribution(distribution)
-    import jax
-
     if len(devices) % req.num_processes:
         raise CharlstmError(
             f"multihost needs the same number of devices on every process: {len(devices)} devices over "

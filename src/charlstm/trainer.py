@@ -522,6 +522,6 @@ def train(
     session = make_session(plan, meta, data.val is not None, callbacks, dist.output_dir(plan.run_dir))
     if plan.config.verbose:
         _announce(plan, text, data, meta)
-    with dist.guard(plan.run_dir):
+    with dist.training(plan.run_dir):
         wall = fit(model, plan, data, session)
     return report(plan, session, wall)
