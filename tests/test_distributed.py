@@ -254,7 +254,8 @@ def test_a_killed_worker_and_a_relaunched_job_resume_exactly(multihost_run, tiny
     port = _free_port()
     settings = dict(MULTIHOST_SETTINGS, distribute="multihost", coordinator=f"127.0.0.1:{port}", num_processes=2)
     procs: list[subprocess.Popen] = []
-    env = _env(KERAS_BACKEND="jax")
+    (tmp_path / "tmp").mkdir()  # the killed worker cannot remove its scratch folder: keep it in tmp_path
+    env = _env(KERAS_BACKEND="jax", TMPDIR=str(tmp_path / "tmp"))
     try:
         procs = _launch(
             [(_script_args(tiny_corpus, out, {**settings, "process_id": i, **({"kill_at": [1, 2]} if i else {})}, i),
