@@ -14,6 +14,9 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# tests train on TensorFlow unless they name JAX; those that leave the backend unnamed on purpose drop this,
+# and then a run measures which backend is faster first (probe.py; test_backends.py, test_probe.py)
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 
 @pytest.fixture(scope="session")
@@ -86,8 +89,9 @@ def tiny_run(tiny_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
 
 
 def run_cli(*args: str, env: dict | None = None, timeout: float = 300, input: str | None = None):
-    """Run `python -m charlstm.cli ...` in a subprocess (a fresh interpreter, like a user's shell)."""
-    full_env = {**os.environ, **(env or {})}
+    """Run `python -m charlstm.cli ...` in a subprocess (a fresh interpreter, like a user's shell); `env` adds
+    to this process' environment, and a None value removes that variable."""
+    full_env = {k: v for k, v in {**os.environ, **(env or {})}.items() if v is not None}
     return subprocess.run(
         [sys.executable, "-m", "charlstm.cli", *args], capture_output=True, text=True, timeout=timeout,
         env=full_env, input=input,

@@ -14,13 +14,21 @@ from typing import Any
 from charlstm.errors import CharlstmError
 
 BACKENDS = ("tensorflow", "jax")
-# The default on every device kind until a measurement says otherwise (benchmarks/README.md, issue 11).
-DEFAULT_BACKEND = "tensorflow"
 
 
-def default_backend() -> str:
-    """The backend used when neither `backend=` nor KERAS_BACKEND names one."""
-    return DEFAULT_BACKEND
+def default_backend(network: dict[str, Any] | None = None) -> str:
+    """The backend used when neither `backend=` nor KERAS_BACKEND names one: the one that trains `network`
+    (probe.NETWORK_KEYS of a TrainConfig; None: the default recipe's) faster on this machine, measured once
+    and remembered (`charlstm.probe`; a GPU goes to TensorFlow), or TensorFlow when JAX is not installed.
+    No fixed choice is right on every CPU and network: benchmarks/README.md, "Choosing the backend".
+    A process that has already imported TensorFlow or JAX (but not Keras) keeps that one.
+    """
+    engines = [b for b in BACKENDS if b in sys.modules]
+    if len(engines) == 1:  # a program that has set up one engine already (e.g. TensorFlow's devices) keeps it
+        return engines[0]
+    from charlstm import probe
+
+    return probe.choose(network)
 
 
 def _loaded_backend() -> str | None:
@@ -32,14 +40,15 @@ def _loaded_backend() -> str | None:
     return keras.backend.backend()
 
 
-def select(name: str | None = None) -> str:
-    """Make `name` (or KERAS_BACKEND, or the default) the Keras backend of this process; return it.
+def select(name: str | None = None, network: dict[str, Any] | None = None) -> str:
+    """Make `name` (or KERAS_BACKEND, or the default for `network`) the Keras backend of this process;
+    return it.
 
     Once Keras is imported its backend is fixed for the life of the process: asking for another one then is
     an error that says how to get it, not a silent switch to a different engine.
     """
     loaded = _loaded_backend()
-    wanted = name or (loaded if loaded is not None else os.environ.get("KERAS_BACKEND") or default_backend())
+    wanted = name or (loaded if loaded is not None else os.environ.get("KERAS_BACKEND") or default_backend(network))
     if wanted not in BACKENDS:
         raise CharlstmError(f"--backend must be one of {', '.join(BACKENDS)}, got {wanted!r}")
     if wanted == "jax":

@@ -94,7 +94,8 @@ def _build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--backend",
         choices=["tensorflow", "jax"],
-        help="Keras backend that trains (default: $KERAS_BACKEND, else charlstm's default for the device)",
+        help="Keras backend that trains (default: $KERAS_BACKEND, else the faster one on this machine, "
+        "measured once and remembered; TensorFlow on GPUs)",
     )
     _add_distribute_options(t)
     _add_text_options(t)

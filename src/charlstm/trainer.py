@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from charlstm import backend as backends
+from charlstm import probe
 from charlstm import strategy as strategies
 from charlstm.corpus import Corpus, preprocess
 from charlstm.errors import CharlstmError, TrainingDiverged, TrainingInterrupted
@@ -497,15 +498,17 @@ def train(
     resume: continue the run in `out` from its last.keras (source and settings come from the run; `epochs`
     may be raised to train longer).
     callbacks: extra Keras callbacks, run before charlstm's own each epoch.
-    backend: "tensorflow" or "jax" (default: KERAS_BACKEND, else charlstm's default); fixed for the process
+    backend: "tensorflow" or "jax" (default: KERAS_BACKEND, else the one measured faster for this network on
+    this machine, see probe.py); fixed for the process
     once Keras is imported. A run may be resumed or fine-tuned on the other backend.
     distribute: "none", "mirrored" (all local GPUs, TensorFlow) or "multihost" (`num_processes` processes
     joined at `coordinator` HOST:PORT, this one `process_id`; JAX, chosen here): see strategy.py. `batch_size`
     is then per replica. Every process of a multihost job returns the model; only process 0 writes files.
     """
     wish = strategies.request(distribute, coordinator, num_processes, process_id)
-    backends.select(strategies.backend_for(wish, backend))  # before anything imports Keras
     plan = plan_run(source, recipe, out, resume, init_from, settings)
+    # before anything imports Keras; with no backend named, the one faster for this network here (probe.py)
+    backends.select(strategies.backend_for(wish, backend), network=probe.network_of(plan.config))
     text = read_text(plan)
     plan.run_dir = plan.run_dir or default_run_dir(text.corpus.name)
     # Keras (and TensorFlow or JAX) load only now, so every mistake in the input above is one quick, clean line
