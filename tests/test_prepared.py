@@ -260,6 +260,9 @@ def test_chinese_uint16_corpus_trains_and_generates_end_to_end(shared_data, tmp_
     r = run_cli("generate", str(run / "model.keras"), "--length", "40", "--seed", "1", "--temperature", "0.8")
     assert r.returncode == 0, r.stderr
     assert sum("\u4e00" <= c <= "\u9fff" for c in r.stdout) >= 20  # Chinese characters came out
+    r = run_cli("evaluate", str(run / "model.keras"), str(corpus_dir))  # a prepared corpus: its validation part
+    assert r.returncode == 0, r.stderr
+    assert f"({len(corpus.val_ids):,} characters)" in r.stdout
 
 
 def test_train_dir_refuses_text_options_it_was_not_prepared_with(tiny_corpus, tmp_path):

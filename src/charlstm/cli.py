@@ -178,7 +178,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("evaluate", help="loss of a model on texts, in nats and bits per character")
     e.add_argument("model")
-    e.add_argument("texts", nargs="+", help="files, folders or named corpora")
+    e.add_argument("texts", nargs="+", help="files, folders, named corpora, or prepared corpora (their validation part)")
     e.add_argument("--unknown", choices=["error", "skip", "replace"], default="error")
     e.add_argument(
         "--context", choices=["stateful", "window"], help="default: window for classic models, else stateful"
@@ -343,11 +343,16 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from charlstm.corpus import load_corpus
+    from charlstm.prepared import is_prepared, open_prepared
     from charlstm.runtime import load
 
     model = load(args.model)
     for source in args.texts:
-        text = load_corpus(source, encoding=args.encoding, errors=args.errors, download=False).text
+        if is_prepared(source):  # a prepared corpus: its validation part (all of it if it has none)
+            corpus = open_prepared(source)
+            text = corpus.vocab.decode(corpus.val_ids if len(corpus.val_ids) else corpus.ids)
+        else:
+            text = load_corpus(source, encoding=args.encoding, errors=args.errors, download=False).text
         r = model.evaluate(text, unknown=args.unknown, context=args.context)
         print(
             f"{source}: {r['nats_per_char']:.4f} nats/char  {r['bits_per_char']:.4f} bits/char  "

@@ -173,6 +173,8 @@ def decode_error(source: str, encoding: str, reason: str, offset: int, bad: byte
 
 
 def normalize_newlines(text: str) -> str:
+    if "\r" not in text:  # a fast scan; most texts have no CR at all
+        return text
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 

@@ -349,7 +349,10 @@ class _Text:
                 pieces = _strip_newlines(_between(pieces, *self.bounds[i]))
             o = self.opts
             for piece in pieces:
-                yield preprocess(piece, normalize=o.normalize, lowercase=o.lowercase, ascii_only=o.ascii_only)
+                if piece.isascii():  # ASCII is its own normal form in all four; only case can change
+                    yield piece.lower() if o.lowercase else piece
+                else:
+                    yield preprocess(piece, normalize=o.normalize, lowercase=o.lowercase, ascii_only=o.ascii_only)
 
         def joined() -> Iterator[str]:
             for i in range(len(self.sources)):
@@ -399,9 +402,8 @@ def _id_table(vocab: Vocabulary) -> np.ndarray:
 def _encode(pieces: Iterable[str], vocab: Vocabulary, table: np.ndarray) -> Iterator[np.ndarray]:
     """Ids of each piece, as `Vocabulary.encode(unknown="replace" if vocab.has_unknown else "skip")`."""
     dtype = vocab.dtype.newbyteorder("<")
-    last = len(table) - 1
     for piece in pieces:
-        ids = table[np.minimum(_code_points(piece), last)]
+        ids = np.take(table, _code_points(piece), mode="clip")  # past the table: its last entry, absent
         absent = ids == _ABSENT
         if absent.any():
             if vocab.has_unknown:
@@ -462,13 +464,15 @@ def prepare(
     chunk_bytes: int = CHUNK_BYTES,
     resolved: Sequence[SourceFiles] | None = None,
     records: list[dict[str, Any]] | None = None,
+    **settings: Any,
 ) -> PreparedCorpus:
     """Encode `sources` (files, folders, named corpora; joined with one newline) once, streaming.
 
     out: a directory to create (ids.bin + corpus.json, built under a temporary name and renamed when
     complete, so an interrupted run leaves nothing that looks finished); None keeps the ids in memory.
+    options, or the same as keywords (settings): the text options, as `train` takes them.
     """
-    opts = options or TextOptions()
+    opts = options or TextOptions(**settings)
     opts.validate()
     if isinstance(sources, str | os.PathLike):
         sources = [sources]
