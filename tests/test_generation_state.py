@@ -108,3 +108,32 @@ def test_a_logit_processor_constrains_every_row_with_its_history(model):
     # and it is honoured at temperature 0 too (greedy alone falls into a run of dots)
     assert triples(model.generate(prime, 200, 0.0))
     assert not triples(prime[-2:] + model.generate(prime, 200, 0.0, processors=[no_triples]))
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_a_row_steps_to_the_same_bits_alone_and_stacked_anywhere_among_others(tmp_path, cell):
+    """Matrix-matrix products round differently with the number of rows and a row's place among them; the
+    runtime's step computes each row on its own (runtime.rowwise), so stacking requests never changes a bit."""
+    path = tmp_path / f"{cell}.keras"
+    build_and_save(path, cell=cell, layers=2, units=128, embedding_dim=64, seed=1)
+    model = runtime.load(path)
+    rng = np.random.default_rng(0)
+
+    def random_state(rows):
+        return [tuple(rng.normal(0, 0.5, (rows, 128)).astype(np.float32) for _ in st) for st in model.initial_state(1)]
+
+    for trial in range(6):
+        alone_state = random_state(1)
+        alone_id = rng.integers(0, len(CHARS), 1)
+        logits, new_state = model.step(alone_id, alone_state)
+        for rows in (2, 5, 17, 64):
+            at = int(rng.integers(rows))
+            state = random_state(rows)
+            state = [tuple(np.concatenate([s[:at], a, s[at + 1 :]]) for s, a in zip(st, ast, strict=True))
+                     for st, ast in zip(state, alone_state, strict=True)]
+            ids = rng.integers(0, len(CHARS), rows)
+            ids[at] = alone_id[0]
+            stacked_logits, stacked_state = model.step(ids, state)
+            assert np.array_equal(stacked_logits[at], logits[0]), (trial, rows, at)
+            for st, ast in zip(stacked_state, new_state, strict=True):
+                assert all(np.array_equal(s[at], a[0]) for s, a in zip(st, ast, strict=True))
