@@ -1,0 +1,216 @@
+"""The FastAPI app: the page at `/`, the charlstm API under `/api`, the OpenAI-compatible API under `/v1`.
+
+    app = create_app(load_entries(["runs/ti"]), Limits(), token=None)
+
+Every API route checks the bearer token when the server has one (constant-time compare). Models load before
+the app is made; each gets a batcher thread while the app runs (its lifespan), so concurrent requests on a
+model step together. The page's three files are read from the package once, when the app is made.
+"""
+
+# no `from __future__ import annotations`: FastAPI reads the endpoint annotations at run time
+import dataclasses
+import hmac
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from importlib import resources
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.sse import EventSourceResponse, ServerSentEvent
+
+from charlstm import __version__
+from charlstm.server.batcher import stats
+from charlstm.server.catalog import Entry
+from charlstm.server.limits import Limits
+from charlstm.server.openai_api import openai_router
+from charlstm.server.schemas import GenerateResponse, Health, ModelInfo, RunResponse, make_schemas
+from charlstm.server.service import ApiError, Service, Started, dumps
+
+STATIC = {"app.js": "text/javascript", "style.css": "text/css"}
+
+
+class _AsciiJSON(JSONResponse):
+    """JSON with \\u escapes: error bodies may echo input that is not valid UTF-8 text (lone surrogates)."""
+
+    def render(self, content: Any) -> bytes:
+        import json
+
+        return json.dumps(content, ensure_ascii=True, separators=(",", ":")).encode("ascii")
+
+
+def _page_files() -> dict[str, bytes]:
+    folder = resources.files("charlstm.server") / "static"
+    return {name: (folder / name).read_bytes() for name in ("index.html", *STATIC)}
+
+
+def create_app(entries: Sequence[Entry], limits: Limits | None = None, token: str | None = None) -> FastAPI:
+    """The app for these models. `token`: require `Authorization: Bearer <token>` on every API call."""
+    limits = limits or Limits()
+    service = Service(entries, limits)
+    schemas = make_schemas(limits)
+    GenerateRequest = schemas.GenerateRequest
+    page = _page_files()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        service.start()
+        try:
+            yield
+        finally:
+            service.close()
+
+    app = FastAPI(
+        title="charlstm",
+        version=__version__,
+        description=(
+            "Character-level LSTM text generation. `/api/...`: charlstm's own API; `/v1/...`: OpenAI-compatible "
+            "completions (one token = one character). Concurrent generations on a model are stepped together."
+        ),
+        lifespan=lifespan,
+        max_body_size=limits.max_body,
+    )
+    app.state.service = service
+
+    # -- errors: one shape, naming the field ---------------------------------------------------------------
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError) -> Response:
+        return _AsciiJSON(exc.body(), status_code=exc.status, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+        errors = jsonable_encoder(exc.errors(), custom_encoder={bytes: lambda b: b.decode("latin-1")})
+        first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
+        loc = [str(part) for part in first.get("loc", [])]
+        field = ".".join(loc[1:]) if len(loc) > 1 else (loc[0] if loc else None)
+        return _AsciiJSON(
+            {
+                "detail": errors,
+                "error": {
+                    "message": f"{field}: {first.get('msg')}" if field else str(first.get("msg")),
+                    "type": "invalid_request_error",
+                    "param": field,
+                    "code": None,
+                },
+            },
+            status_code=422,
+        )
+
+    # -- auth ---------------------------------------------------------------------------------------------
+    bearer = HTTPBearer(auto_error=False, description="the token given to `charlstm serve --token`")
+
+    async def check_token(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    ) -> None:
+        if token is None:
+            return
+        given = credentials.credentials if credentials is not None else ""
+        if not hmac.compare_digest(given.encode("utf-8", "surrogateescape"), token.encode("utf-8")):
+            raise ApiError(
+                401,
+                "this server needs a token: send the header `Authorization: Bearer <token>`",
+                kind="authentication_error",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+
+    # -- the page -----------------------------------------------------------------------------------------
+    @app.get("/", include_in_schema=False)
+    async def index() -> HTMLResponse:
+        return HTMLResponse(page["index.html"])
+
+    @app.get("/static/{name}", include_in_schema=False)
+    async def static(name: str) -> Response:
+        if name not in STATIC:
+            return JSONResponse({"detail": "Not Found"}, status_code=404)
+        return Response(page[name], media_type=STATIC[name], headers={"Cache-Control": "no-cache"})
+
+    @app.get("/healthz", response_model=Health, tags=["charlstm"], summary="Alive, and what is running")
+    async def healthz() -> dict[str, Any]:
+        return {"status": "ok", "models": stats(service.batchers), "limits": dataclasses.asdict(limits)}
+
+    # -- the charlstm API ---------------------------------------------------------------------------------
+    api = APIRouter(prefix="/api", tags=["charlstm"], dependencies=[Depends(check_token)])
+
+    @api.get("/models", response_model=list[ModelInfo], summary="The served models")
+    async def list_models() -> list[dict[str, Any]]:
+        return [entry.info() for entry in service.entries.values()]
+
+    @api.get("/runs/{name}", response_model=RunResponse, summary="A run's metrics and per-epoch samples")
+    async def run(name: str) -> dict[str, Any]:
+        entry = service.entries.get(name)
+        if entry is None or not entry.is_run:
+            runs = ", ".join(e.name for e in service.entries.values() if e.is_run) or "none"
+            raise ApiError(404, f"no run named {name!r}; runs served: {runs}", "name", "not_found_error")
+        return {"name": name, "metrics": entry.metrics, "samples": entry.samples}
+
+    async def start(req: GenerateRequest) -> AsyncIterator[Started]:  # type: ignore[valid-type]
+        """Check the request and start its generation; when the response ends (or the client leaves), stop it."""
+        entry = service.entry(req.model)
+        started = service.generate(
+            entry,
+            prime=req.prime,
+            length=req.length,
+            temperature=req.temperature,
+            top_k=req.top_k,
+            top_p=req.top_p,
+            seed=req.seed,
+            num_samples=req.num_samples,
+            stop=req.stop,
+            unknown=req.unknown,
+        )
+        try:
+            yield started
+        finally:
+            started.job.cancel()
+
+    Start = Annotated[Started, Depends(start)]
+
+    def totals(s: Started, texts: list[str] | None = None) -> dict[str, Any]:
+        job = s.job
+        out: dict[str, Any] = {"model": s.entry.name, "prime": s.prime}
+        if texts is not None:
+            out |= {"text": texts[0], "texts": texts}
+        return out | {
+            "chars": job.chars,
+            "seconds": round(time.monotonic() - job.created, 4),
+            "finish_reasons": job.finish_reasons or [],
+        }
+
+    @api.post("/generate", response_model=GenerateResponse, summary="Generate text (the whole of it at once)")
+    async def generate(started: Start) -> dict[str, Any]:
+        texts = [""] * started.job.gen.rows
+        async for chunk in started.job.chunks():
+            texts = [a + b for a, b in zip(texts, chunk, strict=True)]
+        if started.job.error:
+            raise ApiError(500, f"generation failed: {started.job.error}", kind="server_error")
+        return totals(started, texts)
+
+    @api.post(
+        "/stream",
+        response_class=EventSourceResponse,
+        summary="Generate text as Server-Sent Events",
+        description=(
+            "Events: `start` {model, prime, num_samples}; `text` {texts: one string per sample, the new "
+            "characters since the last event, at least every 50 ms}; `done` {chars, seconds, finish_reasons}. "
+            "A client that disconnects stops its generation."
+        ),
+    )
+    async def stream(started: Start) -> AsyncIterable[ServerSentEvent]:
+        job = started.job
+        yield ServerSentEvent(
+            event="start",
+            raw_data=dumps({"model": started.entry.name, "prime": started.prime, "num_samples": job.gen.rows}),
+        )
+        async for texts in job.chunks():
+            yield ServerSentEvent(event="text", raw_data=dumps({"texts": texts}))
+        if job.error:
+            yield ServerSentEvent(event="error", raw_data=dumps({"message": job.error}))
+        yield ServerSentEvent(event="done", raw_data=dumps(totals(started)))
+
+    app.include_router(api)
+    app.include_router(openai_router(service, schemas.CompletionRequest, check_token))
+    return app

@@ -1,0 +1,202 @@
+"""OpenAI-compatible endpoints: `GET /v1/models` and `POST /v1/completions` (streaming or not).
+
+The legacy completions protocol is what vLLM, llama.cpp's server and TGI speak, so existing clients, SDKs
+and tools work against charlstm unchanged. One token is one character: `max_tokens` is the length in
+characters, `usage` counts characters. As in OpenAI's API, the returned text never contains the stop string
+(while streaming, characters that might begin one are held back until they cannot).
+"""
+
+# no `from __future__ import annotations`: FastAPI reads the endpoint annotations at run time
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
+
+from fastapi import APIRouter, Depends
+from fastapi.sse import EventSourceResponse, format_sse_event
+
+from charlstm.server.service import ApiError, Service, Started, dumps
+
+
+class StopHolder:
+    """One choice's streamed text, holding back a tail that could still grow into a stop string."""
+
+    def __init__(self, stops: Sequence[str]) -> None:
+        self.stops = [s for s in stops if s]
+        self.held = ""
+
+    def feed(self, text: str) -> str:
+        """Take new text; return what can be sent now."""
+        self.held += text
+        keep = 0
+        for stop in self.stops:
+            for k in range(min(len(stop), len(self.held)), keep, -1):
+                if self.held.endswith(stop[:k]):
+                    keep = k
+                    break
+        out, self.held = self.held[: len(self.held) - keep], self.held[len(self.held) - keep :]
+        return out
+
+    def finish(self, stopped_by: str | None) -> str:
+        """What is left to send once the choice has ended (without the stop string that ended it)."""
+        out = self.held[: -len(stopped_by)] if stopped_by and self.held.endswith(stopped_by) else self.held
+        self.held = ""
+        return out
+
+
+def _stops(stop: str | list[str] | None) -> list[str]:
+    return [stop] if isinstance(stop, str) else list(stop or [])
+
+
+def _finish_reason(reason: str) -> str:
+    return "stop" if reason == "stop" else "length"  # length and time_limit both end on length
+
+
+def openai_router(service: Service, request_model: type, check_token: Callable[..., Any]) -> APIRouter:
+    router = APIRouter(prefix="/v1", tags=["OpenAI-compatible"], dependencies=[Depends(check_token)])
+    created = int(time.time())
+
+    @router.get("/models", summary="The served models, as OpenAI lists models")
+    async def list_models() -> dict[str, Any]:
+        return {
+            "object": "list",
+            "data": [
+                {"id": name, "object": "model", "created": created, "owned_by": "charlstm",
+                 "max_model_len": service.limits.max_length}
+                for name in service.entries
+            ],
+        }
+
+    @router.post(
+        "/completions",
+        summary="Complete a prompt, as OpenAI's legacy completions API (stream: true for SSE)",
+        responses={200: {"content": {"application/json": {}, "text/event-stream": {}}}},
+    )
+    async def completions(req: request_model) -> Any:  # type: ignore[valid-type]
+        entry = service.entry(req.model, status=404)
+        if req.logprobs is not None:
+            raise ApiError(422, "logprobs is not supported by charlstm", "logprobs")
+        for name in ("presence_penalty", "frequency_penalty"):
+            if getattr(req, name) not in (None, 0):
+                raise ApiError(422, f"{name} is not supported by charlstm (only 0)", name)
+        if req.best_of not in (None, req.n):
+            raise ApiError(422, "best_of is not supported by charlstm (only equal to n)", "best_of")
+        if req.suffix:
+            raise ApiError(422, "suffix is not supported by charlstm", "suffix")
+        if req.logit_bias:
+            raise ApiError(422, "logit_bias is not supported by charlstm", "logit_bias")
+        prompts: list[str | None] = req.prompt if isinstance(req.prompt, list) else [req.prompt]
+        started: list[Started] = []
+        try:
+            for prompt in prompts:
+                started.append(
+                    service.generate(
+                        entry,
+                        prime=prompt,
+                        length=16 if req.max_tokens is None else req.max_tokens,
+                        temperature=1.0 if req.temperature is None else req.temperature,
+                        top_k=None if req.top_k in (None, -1, 0) else req.top_k,
+                        top_p=None if req.top_p in (None, 1.0) else req.top_p,
+                        seed=req.seed,
+                        num_samples=req.n,
+                        stop=req.stop,
+                        unknown=req.unknown,
+                        prime_field="prompt",
+                    )
+                )
+        except ApiError:
+            for s in started:
+                s.job.cancel()
+            raise
+        cid = f"cmpl-{uuid.uuid4().hex}"
+        stamp = int(time.time())
+        echoes = [(p if p is not None else s.prime) if req.echo else "" for p, s in zip(prompts, started, strict=True)]
+        if req.stream:
+            include_usage = bool((req.stream_options or {}).get("include_usage"))
+            return EventSourceResponse(
+                _stream(started, echoes, _stops(req.stop), cid, stamp, entry.name, include_usage),
+                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            )
+        try:
+            choices = []
+            completion_chars = 0
+            for p, s in enumerate(started):
+                texts = [""] * s.job.gen.rows
+                async for chunk in s.job.chunks():
+                    texts = [a + b for a, b in zip(texts, chunk, strict=True)]
+                if s.job.error:
+                    raise ApiError(500, f"generation failed: {s.job.error}", kind="server_error")
+                for b, text in enumerate(texts):
+                    holder = StopHolder(_stops(req.stop))
+                    holder.held = text
+                    text = holder.finish(s.job.gen.stopped_by[b])
+                    completion_chars += len(text)
+                    choices.append({
+                        "index": p * req.n + b,
+                        "text": echoes[p] + text,
+                        "logprobs": None,
+                        "finish_reason": _finish_reason(s.job.finish_reasons[b]),
+                    })
+        finally:
+            for s in started:
+                s.job.cancel()
+        prompt_chars = sum(len(s.prime) for s in started)
+        return {
+            "id": cid,
+            "object": "text_completion",
+            "created": stamp,
+            "model": entry.name,
+            "choices": choices,
+            "usage": {
+                "prompt_tokens": prompt_chars,
+                "completion_tokens": completion_chars,
+                "total_tokens": prompt_chars + completion_chars,
+            },
+        }
+
+    return router
+
+
+async def _stream(
+    started: list[Started], echoes: list[str], stops: list[str], cid: str, stamp: int, model: str,
+    include_usage: bool,
+) -> AsyncIterator[bytes]:
+    """OpenAI's streaming format: `data: {chunk}` events, one choice's new text each, then `data: [DONE]`."""
+
+    def event(choices: list[dict[str, Any]], usage: dict[str, int] | None = None) -> bytes:
+        body: dict[str, Any] = {"id": cid, "object": "text_completion", "created": stamp, "model": model,
+                                "choices": choices}
+        if include_usage:
+            body["usage"] = usage
+        return format_sse_event(data_str=dumps(body))
+
+    def choice(index: int, text: str, finish: str | None = None) -> dict[str, Any]:
+        return {"index": index, "text": text, "logprobs": None, "finish_reason": finish}
+
+    completion_chars = 0
+    try:
+        for p, s in enumerate(started):
+            rows = s.job.gen.rows
+            holders = [StopHolder(stops) for _ in range(rows)]
+            if echoes[p]:
+                for b in range(rows):
+                    yield event([choice(p * rows + b, echoes[p])])
+            async for texts in s.job.chunks():
+                for b, text in enumerate(texts):
+                    out = holders[b].feed(text)
+                    if out:
+                        completion_chars += len(out)
+                        yield event([choice(p * rows + b, out)])
+            for b in range(rows):
+                out = holders[b].finish(s.job.gen.stopped_by[b])
+                completion_chars += len(out)
+                reason = "length" if s.job.error else _finish_reason(s.job.finish_reasons[b])
+                yield event([choice(p * rows + b, out, reason)])
+        if include_usage:
+            prompt_chars = sum(len(s.prime) for s in started)
+            yield event([], {"prompt_tokens": prompt_chars, "completion_tokens": completion_chars,
+                             "total_tokens": prompt_chars + completion_chars})
+        yield format_sse_event(data_str="[DONE]")
+    finally:  # the client went away (or we are done): stop generating at once
+        for s in started:
+            s.job.cancel()

@@ -1,0 +1,119 @@
+"""Request and response bodies of the HTTP API, with the server's limits written into the schemas.
+
+The request models are built per app (`make_schemas(limits)`), so the OpenAPI document at `/openapi.json`
+states the limits this server enforces (`maximum` of `length`, of `num_samples` ...), and a value outside them
+is a 422 that names the field, raised by FastAPI's validation before any work starts.
+"""
+
+# no `from __future__ import annotations`: FastAPI and pydantic read these annotations at run time, and the
+# request models are classes local to make_schemas
+from types import SimpleNamespace
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from charlstm.server.limits import Limits
+
+UnknownPolicy = Literal["error", "skip", "replace"]
+SEED_DOC = "random seed (>= 0): the same seed gives the same text as the CLI and the Python API"
+UNKNOWN_DOC = "prime characters outside the vocabulary: error (422), skip them, or replace them"
+
+
+def make_schemas(limits: Limits) -> SimpleNamespace:
+    """The request models for these limits (response models do not depend on them)."""
+    Stop = Annotated[str, Field(max_length=limits.max_stop_chars)]
+    Stops = str | Annotated[list[Stop], Field(max_length=limits.max_stops)] | None
+    Prime = Annotated[str, Field(max_length=limits.max_prime)]
+
+    class GenerateRequest(BaseModel):
+        """`POST /api/generate` and `POST /api/stream`."""
+
+        model_config = ConfigDict(extra="forbid")
+
+        model: str | None = Field(None, description="model name (GET /api/models); default: the first")
+        prime: Prime | None = Field(
+            None, description="text to start from; default: a seed from the model's training text"
+        )
+        length: int = Field(400, ge=0, le=limits.max_length, description="characters to generate per sample")
+        temperature: float = Field(
+            1.0, ge=0, le=10, allow_inf_nan=False, description="0 = greedy; lower = safer, higher = wilder"
+        )
+        top_k: int | None = Field(None, ge=1, le=1_000_000, description="sample among the k likeliest only")
+        top_p: float | None = Field(
+            None, gt=0, le=1, allow_inf_nan=False, description="sample from the smallest set with this mass"
+        )
+        seed: int | None = Field(None, ge=0, lt=2**63, description=SEED_DOC)
+        num_samples: int = Field(1, ge=1, le=limits.max_samples, description="samples generated together")
+        stop: Stops = Field(
+            None, description="a string (or a list of them): a sample ends once it has generated one"
+        )
+        unknown: UnknownPolicy = Field("error", description=UNKNOWN_DOC)
+
+    class CompletionRequest(BaseModel):
+        """OpenAI's `POST /v1/completions` (legacy completions), as vLLM and llama.cpp's server accept it.
+        One token is one character here."""
+
+        model_config = ConfigDict(extra="ignore")  # unknown fields are ignored, as vLLM does
+
+        model: str
+        prompt: Prime | Annotated[list[Prime], Field(min_length=1, max_length=limits.max_samples)] | None = (
+            None
+        )
+        max_tokens: int | None = Field(16, ge=0, le=limits.max_length, description="characters per choice")
+        temperature: float | None = Field(1.0, ge=0, le=10, allow_inf_nan=False)
+        top_p: float | None = Field(1.0, gt=0, le=1, allow_inf_nan=False)
+        top_k: int | None = Field(
+            None, ge=-1, le=1_000_000, description="extra field as vLLM accepts it; -1 or 0 = off"
+        )
+        n: int = Field(1, ge=1, le=limits.max_samples)
+        seed: int | None = Field(None, ge=0, lt=2**63, description=SEED_DOC)
+        stop: Stops = Field(None, description="the returned text does not contain the stop string")
+        stream: bool = False
+        stream_options: dict[str, Any] | None = None
+        echo: bool = False
+        unknown: UnknownPolicy = Field("error", description=UNKNOWN_DOC)
+        # accepted for compatibility at their neutral values only (anything else is a 422 naming the field)
+        logprobs: int | None = None
+        presence_penalty: float | None = Field(None, allow_inf_nan=False)
+        frequency_penalty: float | None = Field(None, allow_inf_nan=False)
+        best_of: int | None = None
+        suffix: str | None = None
+        logit_bias: dict[str, float] | None = None
+        user: str | None = None
+
+    return SimpleNamespace(GenerateRequest=GenerateRequest, CompletionRequest=CompletionRequest)
+
+
+class ModelInfo(BaseModel):
+    name: str
+    vocab_size: int
+    architecture: str = Field(description='e.g. "2×LSTM(128)"')
+    layers: list[dict[str, Any]]
+    recipe: str
+    corpus: str | None
+    best_val_bpc: float | None = Field(description="lowest validation bits/char of its training run")
+    window: int | None = Field(description="the input window of a classic (lesson) model")
+    run: bool = Field(description="served from a run directory: GET /api/runs/{name} has its metrics")
+    preprocessing: dict[str, Any]
+
+
+class GenerateResponse(BaseModel):
+    model: str
+    prime: str = Field(description="the prime as the model read it (after its preprocessing)")
+    text: str = Field(description="the first sample")
+    texts: list[str] = Field(description="every sample")
+    chars: int = Field(description="characters generated, all samples together")
+    seconds: float
+    finish_reasons: list[str] = Field(description="per sample: length, stop or time_limit")
+
+
+class RunResponse(BaseModel):
+    name: str
+    metrics: list[dict[str, Any]] = Field(description="metrics.csv: one row per epoch (bpc = bits/char)")
+    samples: list[dict[str, Any]] = Field(description="samples.txt: per epoch, one sample per temperature")
+
+
+class Health(BaseModel):
+    status: str
+    models: dict[str, dict[str, Any]] = Field(description="per model: running generations, steps, characters")
+    limits: dict[str, Any] = Field(description="this server's limits per request")

@@ -1,0 +1,137 @@
+"""The server's state and its one operation: check a request, and start its generation in the model's batcher.
+
+Shared by the charlstm API (`/api/...`) and the OpenAI-compatible API (`/v1/...`), so both check the same way,
+count against the same limit of running generations, and give the same text for the same seed as the CLI and
+the Python API (both go through `CharModel.generation`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from charlstm.errors import CharlstmError
+from charlstm.server.batcher import Batcher, Job
+from charlstm.server.catalog import Entry
+from charlstm.server.limits import Limits
+
+
+class ApiError(Exception):
+    """An error a client can act on: status, message, and the request field it is about (if any).
+
+    Answered as `{"detail": [{"loc": ["body", field], "msg": ..., "type": ...}], "error": {...}}`: FastAPI's
+    validation-error shape, plus OpenAI's error object so that OpenAI clients show the message.
+    """
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        param: str | None = None,
+        kind: str = "invalid_request_error",
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status, self.message, self.param, self.kind, self.headers = status, message, param, kind, headers
+
+    def body(self) -> dict[str, Any]:
+        loc = ["body", self.param] if self.param else ["request"]
+        return {
+            "detail": [{"loc": loc, "msg": self.message, "type": self.kind}],
+            "error": {"message": self.message, "type": self.kind, "param": self.param, "code": None},
+        }
+
+
+def dumps(value: Any) -> str:
+    """JSON for the wire: real UTF-8 characters (not \\u escapes), one line."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+@dataclass
+class Started:
+    """A generation that has been checked and handed to its batcher."""
+
+    entry: Entry
+    job: Job
+    prime: str  # as the model read it (after its preprocessing)
+
+
+class Service:
+    """Models by name, one batcher each (its thread started on first use, or by `start()`), and the limits."""
+
+    def __init__(self, entries: Sequence[Entry], limits: Limits) -> None:
+        self.entries = {e.name: e for e in entries}
+        self.limits = limits
+        self.batchers: dict[str, Batcher] = {}
+
+    def start(self) -> None:
+        for name in self.entries:
+            self.batcher(name)
+
+    def batcher(self, name: str) -> Batcher:
+        if name not in self.batchers:
+            self.batchers[name] = Batcher(self.entries[name].model, name)
+        return self.batchers[name]
+
+    def close(self) -> None:
+        for batcher in self.batchers.values():
+            batcher.close()
+        self.batchers.clear()
+
+    def active(self) -> int:
+        return sum(b.active for b in self.batchers.values())
+
+    def entry(self, name: str | None, status: int = 422) -> Entry:
+        if name is None:
+            return next(iter(self.entries.values()))
+        entry = self.entries.get(name)
+        if entry is None:
+            known = ", ".join(self.entries)
+            raise ApiError(status, f"no model named {name!r}; this server has: {known}", "model",
+                           "invalid_request_error" if status == 422 else "not_found_error")
+        return entry
+
+    def generate(
+        self,
+        entry: Entry,
+        *,
+        prime: str | None,
+        length: int,
+        temperature: float,
+        top_k: int | None,
+        top_p: float | None,
+        seed: int | None,
+        num_samples: int,
+        stop: str | list[str] | None,
+        unknown: str,
+        prime_field: str = "prime",
+    ) -> Started:
+        """Check the request against the model and the limits, then start it (raises ApiError)."""
+        model = entry.model
+        if prime is None:
+            prime = model.default_prime(np.random.default_rng(seed))
+        try:
+            gen = model.generation(
+                prime, length, temperature, top_k, top_p, seed, num_samples, stop, unknown
+            )
+            shown = model.prepare(prime)
+        except CharlstmError as exc:
+            message = str(exc).replace("use --unknown skip (or replace)", 'send "unknown": "skip" (or "replace")')
+            raise ApiError(422, message, prime_field) from None
+        except UnicodeError:  # e.g. a lone surrogate, which JSON can carry but no text can hold
+            raise ApiError(422, "the prime is not valid Unicode text (a lone surrogate?)", prime_field) from None
+        if self.active() >= self.limits.max_streams:
+            raise ApiError(
+                429,
+                f"the server is running its maximum of {self.limits.max_streams} generations; retry shortly",
+                kind="rate_limit_error",
+                headers={"Retry-After": "1"},
+            )
+        job = Job(gen, asyncio.get_running_loop(), self.limits.time_limit)
+        self.batcher(entry.name).submit(job)
+        return Started(entry, job, shown)
