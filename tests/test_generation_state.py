@@ -8,7 +8,7 @@ import pytest
 from model_factory import CHARS, build_and_save
 
 from charlstm import runtime
-from charlstm.generation import RowHistory, step
+from charlstm.generation import Batch, RowHistory, step
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
@@ -20,12 +20,14 @@ def model(tmp_path_factory):
     return runtime.load(path)
 
 
-def run_together(gens) -> list[list[str]]:
-    """Step generations as the server's batcher does: all together, each leaving when it is finished."""
+def run_together(gens, batch: Batch | None = None) -> list[list[str]]:
+    """Step generations as the server's batcher does: one Batch over all steps, all together, each leaving
+    when it is finished (down to the last one, stepped alone)."""
+    batch = batch or Batch()
     texts = [["" for _ in range(g.rows)] for g in gens]
     active = list(range(len(gens)))
     while active:
-        step([gens[i] for i in active])
+        batch.step([gens[i] for i in active])
         for i in active:
             for b, ch in enumerate(gens[i].pieces):
                 texts[i][b] += ch
@@ -52,15 +54,25 @@ def test_generations_stepped_together_give_the_texts_they_give_alone(model):
     together = run_together([model.generation(**kw) for kw in REQUESTS])
     assert together == alone
     assert model.step_count - steps_alone < steps_alone / 2  # and they really shared network steps
-    # a request joining later (between steps) does not change the others either
+    # a request joining later (between steps) does not change the others either; nor does stepping with
+    # one-off step() calls instead of a Batch kept over the steps
     gens = [model.generation(**kw) for kw in REQUESTS[:3]]
+    batch = Batch()
     for _ in range(10):
-        step(gens)
+        batch.step(gens)
     late = model.generation(**REQUESTS[3])
-    texts = run_together([*gens, late])
+    texts = run_together([*gens, late], batch)
     assert texts[0][0] == alone[0][0][10:] and texts[2][0] == alone[2][0][10:]
     assert texts[1] == [t[10:] for t in alone[1]]
     assert texts[3] == alone[3]
+    gens = [model.generation(**kw) for kw in REQUESTS]
+    one_off = [["" for _ in range(g.rows)] for g in gens]
+    while any(not g.finished for g in gens):
+        running = [g for g in gens if not g.finished]
+        step(running)
+        for g in running:
+            one_off[gens.index(g)] = [t + p for t, p in zip(one_off[gens.index(g)], g.pieces, strict=True)]
+    assert one_off == alone
 
 
 def test_several_stop_strings_end_a_row_at_the_first_of_them(model):

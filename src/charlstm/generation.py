@@ -4,8 +4,9 @@
 request lives here, in a `Generation`: its rows (samples), how the context is kept (a strategy object), the
 sampling settings, its own random stream, stop strings, which rows are done, and the logit processors that
 may constrain each row's next character. `step(generations)` moves every given generation on by one
-character; the CLI's stream and `num_samples` call it with one generation, the server's batcher with all
-the requests running on a model at that moment, stepping their stateful rows through the network as one batch.
+character; the CLI's stream and `num_samples` call it with one generation, and the server's batcher keeps a
+`Batch` that steps all the requests running on a model at that moment, their stateful rows through the network
+as one batch.
 
 A generation's text depends only on its own settings and seed, never on what it is stepped with: each draws its
 uniforms from its own sequential stream (one per step per row, in order, whatever the chunk size), samples its
@@ -207,64 +208,105 @@ class Generation:
         self.pieces = pieces
 
 
-def step(generations: Sequence[Generation]) -> None:
-    """Advance every generation by one character per row (finished ones must have been taken out).
+class Batch:
+    """Generations stepped together, over many steps: what the server's batcher holds.
 
-    A generation that has not started reads its prime; the others take one step of the network for the
-    characters they chose last, the stateful ones stacked into one batch. Then each chooses its next
-    characters; generations with the same sampling settings and no processors are sampled in one call.
+    The network state of its stateful generations stays stacked in one array per layer from one step to the
+    next, as long as the same generations are stepped; when one joins or leaves, each gets its rows back (as
+    views) and the rest are stacked again. A generation belongs to one Batch at a time; `release()` hands
+    every generation its own state back. `step(generations)` is a Batch used once.
     """
-    stacked: list[Generation] = []
-    for gen in generations:
-        if gen.logits is None:
-            gen.logits = gen.context.start()
-        elif gen.context.batchable and len(generations) > 1:
-            stacked.append(gen)
-        else:
-            gen.logits = gen.context.advance(gen.ids)
-    if stacked:
-        _advance_stacked(stacked)
-    if len(generations) == 1:
-        gen = generations[0]
-        s = gen.sampling
-        gen._record(sample(gen._prepare_logits(), gen._uniforms_now(), s.temperature, s.top_k, s.top_p))
-        return
-    groups: dict[Sampling, list[Generation]] = {}
-    for gen in generations:
-        if gen.processors:
+
+    def __init__(self) -> None:
+        self._members: list[Generation] = []  # the stacked generations, in row order
+        self._state: list[tuple[np.ndarray, ...]] = []
+        self._bounds: list[tuple[int, int]] = []
+        self._logits: np.ndarray | None = None
+
+    def step(self, generations: Sequence[Generation]) -> None:
+        """Advance every generation by one character per row (finished ones must have been taken out).
+
+        A generation that has not started reads its prime; the others take one step of the network for the
+        characters they chose last, the stateful ones as one batch. Then each chooses its next characters;
+        generations with the same sampling settings and no processors are sampled in one call.
+        """
+        self._logits = None
+        if len(generations) == 1 and self._members:  # stepped alone from now on: it needs its own state
+            self.release()
+        stacked: list[Generation] = []
+        for gen in generations:
+            if gen.logits is None:
+                gen.logits = gen.context.start()
+            elif gen.context.batchable and len(generations) > 1:
+                stacked.append(gen)
+            else:
+                gen.logits = gen.context.advance(gen.ids)
+        if stacked:
+            self._advance(stacked)
+        if len(generations) == 1:
+            gen = generations[0]
             s = gen.sampling
             gen._record(sample(gen._prepare_logits(), gen._uniforms_now(), s.temperature, s.top_k, s.top_p))
-        else:
-            groups.setdefault(gen.sampling, []).append(gen)
-    for s, group in groups.items():
-        if len(group) == 1:
-            gen = group[0]
-            gen._record(sample(gen.logits, gen._uniforms_now(), s.temperature, s.top_k, s.top_p))
-            continue
-        logits = np.concatenate([g.logits for g in group])
-        uniforms = np.concatenate([g._uniforms_now() for g in group])
-        ids = sample(logits, uniforms, s.temperature, s.top_k, s.top_p)
-        at = 0
-        for g in group:
-            g._record(ids[at : at + g.rows])
-            at += g.rows
+            return
+        groups: dict[Sampling, list[Generation]] = {}
+        for gen in generations:
+            if gen.processors:
+                s = gen.sampling
+                gen._record(sample(gen._prepare_logits(), gen._uniforms_now(), s.temperature, s.top_k, s.top_p))
+            else:
+                groups.setdefault(gen.sampling, []).append(gen)
+        for s, group in groups.items():
+            if len(group) == 1:
+                gen = group[0]
+                gen._record(sample(gen.logits, gen._uniforms_now(), s.temperature, s.top_k, s.top_p))
+                continue
+            # the stacked logits as they are when the group is exactly the stacked generations (the usual case)
+            same = self._logits is not None and _same(group, self._members)
+            logits = self._logits if same else np.concatenate([g.logits for g in group])
+            uniforms = np.concatenate([g._uniforms_now() for g in group])
+            ids = sample(logits, uniforms, s.temperature, s.top_k, s.top_p)
+            at = 0
+            for g in group:
+                g._record(ids[at : at + g.rows])
+                at += g.rows
+
+    def _advance(self, generations: list[Generation]) -> None:
+        """One network step for the rows of several stateful generations of one model, as one batch."""
+        if not _same(generations, self._members):
+            self._restack(generations)
+        ids = np.concatenate([g.ids for g in generations])
+        logits, self._state = generations[0].context.model.step(ids, self._state)
+        self._logits = logits
+        for gen, (a, b) in zip(generations, self._bounds, strict=True):
+            gen.logits = logits[a:b]
+
+    def _restack(self, generations: list[Generation]) -> None:
+        model = generations[0].context.model
+        if any(g.context.model is not model for g in generations):
+            raise ValueError("generations stepped together must use the same model")
+        self.release()
+        contexts = [g.context for g in generations]
+        self._state = [
+            tuple(np.concatenate([c.state[n][k] for c in contexts]) for k in range(len(contexts[0].state[n])))
+            for n in range(len(contexts[0].state))
+        ]
+        self._members = list(generations)
+        ends = np.cumsum([g.rows for g in generations]).tolist()
+        self._bounds = list(zip([0, *ends[:-1]], ends, strict=True))
+
+    def release(self) -> None:
+        """Give every stacked generation its own rows of the state back (views), and forget them."""
+        for gen, (a, b) in zip(self._members, self._bounds, strict=True):
+            gen.context.state = [tuple(s[a:b] for s in st) for st in self._state]
+        self._members, self._state, self._bounds, self._logits = [], [], [], None
 
 
-def _advance_stacked(generations: Sequence[Generation]) -> None:
-    """One network step for the rows of several stateful generations of one model, as one batch."""
-    model = generations[0].context.model
-    contexts = [g.context for g in generations]
-    if any(c.model is not model for c in contexts):
-        raise ValueError("generations stepped together must use the same model")
-    ids = np.concatenate([g.ids for g in generations])
-    state = [
-        tuple(np.concatenate([c.state[n][k] for c in contexts]) for k in range(len(contexts[0].state[n])))
-        for n in range(len(contexts[0].state))
-    ]
-    logits, state = model.step(ids, state)
-    at = 0
-    for gen in generations:
-        end = at + gen.rows
-        gen.context.state = [tuple(s[at:end] for s in st) for st in state]
-        gen.logits = logits[at:end]
-        at = end
+def _same(a: Sequence[Generation], b: Sequence[Generation]) -> bool:
+    return len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True))
+
+
+def step(generations: Sequence[Generation]) -> None:
+    """Advance every generation by one character per row, as one `Batch` step (see `Batch.step`)."""
+    batch = Batch()
+    batch.step(generations)
+    batch.release()

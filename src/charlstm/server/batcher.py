@@ -22,7 +22,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from charlstm.generation import Generation, step
+from charlstm.generation import Batch, Generation
 from charlstm.runtime import CharModel
 
 log = logging.getLogger("charlstm.server")
@@ -133,6 +133,7 @@ class Batcher:
 
     def _loop(self) -> None:
         jobs: list[Job] = []
+        batch = Batch()
         while not self._stopping:
             with self._lock:
                 jobs += self._incoming
@@ -152,12 +153,13 @@ class Batcher:
             if not jobs:
                 continue
             try:
-                step([job.gen for job in jobs])
+                batch.step([job.gen for job in jobs])
             except Exception as exc:  # a bug, not bad input (requests are checked before they get here)
                 log.exception("generation step failed")
                 for job in jobs:
                     job.end(["error"] * job.gen.rows, error=f"{type(exc).__name__}: {exc}")
                 jobs = []
+                batch = Batch()
                 continue
             self.steps += 1
             now = time.monotonic()
@@ -166,6 +168,8 @@ class Batcher:
                 if job.gen.finished:
                     job.end(_reasons(job.gen, "length"))
             jobs = [job for job in jobs if not job.finished]
+            with self._lock:  # a finished request frees its slot before its client can ask again
+                self._running = len(jobs)
         for job in jobs + self._incoming:
             job.end(["cancelled"] * job.gen.rows)
 

@@ -164,8 +164,8 @@ async function generate(event) {
         status.textContent = `${chars} characters…`;
       } else if (name === "done") {
         const secs = (performance.now() - started) / 1000;
-        status.textContent = `${data.chars} characters in ${secs.toFixed(2)} s ` +
-          `(${Math.round(data.chars / Math.max(secs, 1e-3))} characters/s) · ended by ${data.finish_reasons[0]}`;
+        const rate = secs >= 0.5 ? ` (${Math.round(data.chars / secs)} characters/s)` : "";
+        status.textContent = `${data.chars} characters in ${secs.toFixed(2)} s${rate} · ended by ${data.finish_reasons[0]}`;
       } else if (name === "error") throw new Error(data.message);
     });
   } catch (err) {
@@ -191,7 +191,7 @@ function lessonColumns() {
     col.className = "lesson-col";
     col.dataset.temperature = String(t);
     const h = document.createElement("h3");
-    h.textContent = `temperature ${t}`;
+    h.textContent = `temperature ${t.toFixed(1)}`;
     const pre = document.createElement("pre");
     pre.className = "output";
     pre.tabIndex = 0;
