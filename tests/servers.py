@@ -67,4 +67,5 @@ def live_server(models: Sequence[str], *args: str, startup_s: float = 30.0) -> I
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=10)
+        print(f"--- charlstm serve output ---\n{proc.stdout.read()}")  # shown by pytest when a test failed
         proc.stdout.close()

@@ -103,10 +103,12 @@ def test_a_client_that_disconnects_stops_its_generation(server):
         with httpx.Client(timeout=30) as client, client.stream("POST", server + endpoint, json=body,
                                                                headers=headers) as r:
             assert r.status_code == 200
-            for line in r.iter_lines():
+            lines = r.iter_lines()
+            for line in lines:
                 if '"text' in line:
                     break
-            assert health()["active"] == 1
+            active = health()["active"]
+            assert active == 1, (endpoint, health(), [line for line, _ in zip(lines, range(12), strict=False)])
         deadline = time.monotonic() + 5
         while health()["active"] and time.monotonic() < deadline:
             time.sleep(0.02)
