@@ -70,9 +70,14 @@ def rowwise(x: np.ndarray, w: np.ndarray) -> np.ndarray:
     A matrix-matrix product picks its BLAS kernel by the number of rows and a row's place among them, and the
     kernels round differently (by ~1e-7): a row's logits would depend on which other rows it was stacked with.
     Row by row, each row's result is bit for bit what it is alone — so a request's text does not depend on
-    the other requests stepped with it. It costs little at these sizes (measured: 32 rows of 128 x 512 take
-    1.6x a single matrix product, 8 rows less than it).
+    the other requests stepped with it. No grouping of rows into matrix products kept that on this machine's
+    OpenBLAS (measured: a row's bits follow its place in the kernel's tiles and the number of rows), so the
+    price is paid: 64 rows of 128 x 512 take about 2x one 64-row matrix product, and 64 samples as one batch
+    generate about a third fewer characters a second than with matrix products (benchmarks/README.md).
+    Batch 1 is the same vector-matrix product either way.
     """
+    if len(x) == 1:  # the same vector-matrix product (gemv), without the stacked loop's overhead
+        return x @ w
     return (x[:, None, :] @ w)[:, 0, :]
 
 
