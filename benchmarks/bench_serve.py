@@ -55,6 +55,17 @@ def make_model(folder: Path) -> Path:
     return path
 
 
+def cpu_name() -> str:
+    """The processor's model name as lscpu shows it (e.g. "AMD EPYC"), or the architecture."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.machine()
+
+
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -216,7 +227,7 @@ def main() -> None:
     lines += ["", "| check | met |", "|---|---|"] + [f"| {t} | {'yes' if ok else 'NO'} |" for t, ok in checks]
     table = "\n".join(lines)
     machine = (
-        f"{platform.machine()}, {os.cpu_count()} CPU cores (server, its batcher thread and all clients share them), "
+        f"{cpu_name()} ({os.cpu_count()} cores: the server, its batcher thread and all clients share them), "
         f"Python {platform.python_version()}, NumPy {np.__version__}; 1-minute load average {load0:.1f} before and "
         f"{load1:.1f} after"
     )
@@ -233,7 +244,7 @@ def write_readme(table: str, machine: str, args: argparse.Namespace) -> None:
         command += f" --seconds {args.seconds:g} --length {args.length} --clients {args.clients}"
     body = f"""{SECTION}
 
-Command: `{command}` (run under `/work/wt/bin/cpu-bench`). `charlstm serve` on a random-weight model of the
+Command: `{command}` (run alone on the machine). `charlstm serve` on a random-weight model of the
 default architecture (2 x LSTM(128), embedding 64, 60 symbols); each client streams `POST /api/stream` requests
 of {args.length} characters back to back for {args.seconds:g} s, each with a new seed. Concurrent requests step
 through the network together (the batcher); each keeps its own rows, settings and random stream.
