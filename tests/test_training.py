@@ -211,7 +211,8 @@ def test_run_directory_files(tiny_run):
     assert len(cfg["corpus"]["sha256"]) == 64
     assert cfg["config"]["seq_len"] == 32 and cfg["vocab"]["size"] > 10
     rows = _metrics(tiny_run)
-    assert set(rows[0]) == {"epoch", "time", "loss", "bpc", "val_loss", "val_bpc", "lr"}
+    assert set(rows[0]) == {"epoch", "time", "loss", "bpc", "val_loss", "val_bpc", "lr", "partial"}
+    assert all(r["partial"] == 0 for r in rows)  # only a time budget (or a signal) cuts a row short
     assert rows[-1]["loss"] < rows[0]["loss"]
     assert (tiny_run / "loss.png").read_bytes()[:4] == b"\x89PNG"
     # model.keras is the best by validation loss

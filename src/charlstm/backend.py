@@ -135,3 +135,18 @@ def jit_compile() -> Any:
     if keras.backend.backend() == "jax":
         return True
     return "auto" if device()["kind"] == "gpu" else False
+
+
+def set_learning_rate(model: Any, value: float) -> None:
+    """Set the optimizer's learning rate mid-`fit`, so that the very next step uses it, on either backend.
+
+    TensorFlow's compiled step reads the learning-rate variable at every call. JAX's `fit` instead carries the
+    variables as a state snapshot between steps and writes them back only at the epoch's end: a plain
+    `assign` would be lost then, and not seen before. `jax_state_sync()` writes the snapshot back to the
+    variables and marks it stale, so the next step re-reads every variable, the new learning rate included.
+    """
+    import keras
+
+    if keras.backend.backend() == "jax":
+        model.jax_state_sync()
+    model.optimizer.learning_rate.assign(value)

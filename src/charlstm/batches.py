@@ -286,7 +286,27 @@ def to_tf_dataset(batches: EpochBatches, first_epoch: int = 0, last_epoch: int |
     import tensorflow as tf
 
     epochs = list(range(first_epoch, last_epoch)) if last_epoch is not None else [0]
-    x, y = batches.rows(batches.epoch_rows(epochs[0])[:1])
+    count = len(batches) * len(epochs)  # every epoch has the same number of batches
+    dataset = _feed(batches, tf.data.Dataset.from_tensor_slices(np.array(epochs, dtype=np.int64)), epochs[0])
+    return dataset.apply(tf.data.experimental.assert_cardinality(count)).prefetch(tf.data.AUTOTUNE)
+
+
+def to_tf_stream(batches: EpochBatches, epoch: int = 0, batch: int = 0):
+    """An endless stream: epoch `epoch` from its batch `batch` on, then epoch + 1, epoch + 2, ...
+
+    A time-budgeted run stops by the clock, not by a count, and resumes from the batch where it stopped;
+    each batch is still fixed by its (epoch, index) position, as in `to_tf_dataset`.
+    """
+    import tensorflow as tf
+
+    return _feed(batches, tf.data.Dataset.counter(start=epoch), epoch, skip=batch).prefetch(tf.data.AUTOTUNE)
+
+
+def _feed(batches: EpochBatches, epoch_numbers, first_epoch: int, skip: int = 0):
+    """Batches (x, y) of the epochs that `epoch_numbers` (a dataset of int64) names, after `skip` batches."""
+    import tensorflow as tf
+
+    x, y = batches.rows(batches.epoch_rows(first_epoch)[:1])
     x_shape, y_shape = (None, *x.shape[1:]), (None, *y.shape[1:])
 
     def epoch_rows(epoch: np.int64) -> np.ndarray:
@@ -300,10 +320,8 @@ def to_tf_dataset(batches: EpochBatches, first_epoch: int = 0, last_epoch: int |
         bx, by = tf.numpy_function(batches.rows, [starts], (tf.int32, tf.int32), stateful=False)
         return tf.ensure_shape(bx, x_shape), tf.ensure_shape(by, y_shape)
 
-    count = len(batches) * len(epochs)  # every epoch has the same number of batches
-    dataset = (
-        tf.data.Dataset.from_tensor_slices(np.array(epochs, dtype=np.int64))
-        .flat_map(one_epoch)
+    return (
+        epoch_numbers.flat_map(one_epoch)
+        .skip(skip)
         .map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     )
-    return dataset.apply(tf.data.experimental.assert_cardinality(count)).prefetch(tf.data.AUTOTUNE)

@@ -5,6 +5,8 @@
 - `StopOnSignal`: SIGINT/SIGTERM finish the current batch, then the run saves and stops.
 - `RunRecorder`: bits/char in the logs (and progress bar), metrics.csv, loss.png, last/best/model.keras
   and samples.txt, every file written atomically; NaN stops the run and keeps the last good checkpoint.
+- `BudgetClock`: a time-budgeted run's clock: sets the learning rate laid over the budget after every step
+  and stops at the batch boundary that leaves just enough time for the final validation and checkpoint.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from typing import Any
 import keras
 import numpy as np
 
+from charlstm.backend import set_learning_rate
+from charlstm.budget import BudgetSchedule, format_duration
 from charlstm.fileio import save_atomic, write_atomic
 from charlstm.modelfile import save_model
 from charlstm.runtime import load as load_runtime
@@ -116,6 +120,111 @@ class BitsPerChar(keras.callbacks.Callback):
             add_bits(logs)
 
 
+class BudgetClock(keras.callbacks.Callback):
+    """Run `fit` for a time budget: the schedule (budget.BudgetSchedule) decides, this callback applies.
+
+    Keras epochs of a budgeted run are checkpoint intervals of `interval` steps over an endless stream of
+    data epochs; the data position (epoch, batch) is tracked here so that a resumed run goes on from the
+    batch where it stopped. `clock` is injectable for tests.
+    """
+
+    def __init__(
+        self,
+        schedule: BudgetSchedule,
+        *,
+        position: tuple[int, int],
+        batches_per_epoch: int,
+        clock: Callable[[], float] = time.monotonic,
+        verbose: bool = True,
+    ) -> None:
+        super().__init__()
+        self.schedule = schedule
+        self.position0 = position
+        self.batches_per_epoch = batches_per_epoch
+        self.clock = clock
+        self.verbose = verbose
+        self.startup = 0.0  # seconds before the clock started (reported, not counted)
+        self.steps = 0  # optimizer steps in this session
+        self.stopped = False  # the budget ran out (the last interval is partial)
+        self.lr_trace: list[tuple[float, float]] = []  # (elapsed seconds, learning rate) when it changed
+        self._lr_set: float | None = None
+        self._last_batch_end: float | None = None
+        self._shown_at = -math.inf
+        self._width = 0
+        self._live = verbose and sys.stdout.isatty()  # rewrite one line in place; in a log, a line per interval
+
+    # where the run stands
+    def position(self) -> tuple[int, int]:
+        """(data epoch, batch within it) of the next batch."""
+        epoch, batch = self.position0
+        extra_epochs, batch = divmod(batch + self.steps, self.batches_per_epoch)
+        return epoch + extra_epochs, batch
+
+    def data_epochs(self) -> float:
+        epoch, batch = self.position()
+        return epoch + batch / self.batches_per_epoch
+
+    def state(self) -> dict[str, Any]:
+        return {**self.schedule.state(self.clock()), "position": list(self.position())}
+
+    def _apply(self, lr: float, force: bool = False) -> None:
+        if force or self._lr_set is None or abs(lr - self._lr_set) > 1e-3 * self.schedule.peak_lr:
+            set_learning_rate(self.model, lr)
+            self._lr_set = lr
+            self.lr_trace.append((self.schedule.elapsed(self.clock()), lr))
+
+    # fit's events
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        if not self.schedule.running:  # the trainer starts the clock before its speed probes
+            self.schedule.start(self.clock())
+        self._apply(self.schedule.lr(), force=True)
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        if self._last_batch_end is not None:  # validation, samples and checkpoints of the interval before
+            self.schedule.note_overhead(self.clock() - self._last_batch_end)
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        now = self.clock()
+        self.steps += 1
+        self._apply(self.schedule.step(now))
+        if self.schedule.should_stop(now) and not self.model.stop_training:
+            self.stopped = True
+            self.model.stop_training = True
+        self._last_batch_end = now
+        if self._live and now - self._shown_at >= 0.5:
+            self._shown_at = now
+            self._show(now, logs)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if self.verbose:
+            self._show(self.clock(), logs, end=True)
+
+    def _show(self, now: float, logs: dict | None, end: bool = False) -> None:
+        """One progress line, rewritten in place: time used of the budget, epochs, losses, learning rate."""
+        s = self.schedule
+        done = min(1.0, s.elapsed(now) / s.seconds)
+        bar = "━" * int(20 * done) + "╌" * (20 - int(20 * done))
+        parts = [f"{format_duration(s.elapsed(now))}/{format_duration(s.seconds)} {bar}", f"epoch {self.data_epochs():.2f}"]
+        for key in ("loss", "val_loss"):
+            if logs and logs.get(key) is not None:
+                parts.append(f"{key} {float(logs[key]):.4f} ({float(logs[key]) / LN2:.3f} bits)")
+        parts.append(f"lr {self._lr_set or 0.0:.2e}")
+        line = " - ".join(parts)
+        sys.stdout.write("\r" + line.ljust(self._width) + ("\n" if end else ""))
+        sys.stdout.flush()
+        self._width = 0 if end else len(line)
+
+    def describe_end(self) -> str:
+        """How the budget was used, for the closing line."""
+        now = self.clock()
+        decay = self.schedule.decay_started_at
+        decay_text = f"; the learning rate left its peak at {format_duration(decay)}" if decay is not None else ""
+        return (
+            f"{format_duration(self.schedule.elapsed(now))} of {format_duration(self.schedule.seconds)} used, "
+            f"{self.data_epochs():.2f} epochs{decay_text}"
+        )
+
+
 class RunRecorder(keras.callbacks.Callback):
     def __init__(
         self,
@@ -131,8 +240,10 @@ class RunRecorder(keras.callbacks.Callback):
         history: list[dict[str, Any]] | None = None,
         elapsed: float = 0.0,
         verbose: bool = True,
+        budget: BudgetClock | None = None,
     ) -> None:
         super().__init__()
+        self.budget = budget  # a budgeted run: rows at checkpoint intervals, epochs as fractions
         self.run_dir = run_dir
         self.meta = meta
         self.stopper = stopper
@@ -149,7 +260,10 @@ class RunRecorder(keras.callbacks.Callback):
         self._start = time.time()
 
     def _state(self, epoch: int) -> dict[str, Any]:
-        return {"epoch": epoch, "best": self.best, "history": self.history, "elapsed": self._elapsed()}
+        state = {"epoch": epoch, "best": self.best, "history": self.history, "elapsed": self._elapsed()}
+        if self.budget is not None:
+            state["budget"] = self.budget.state()
+        return state
 
     def _elapsed(self) -> float:
         return self.elapsed + time.time() - self._start
@@ -157,7 +271,7 @@ class RunRecorder(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs = logs if logs is not None else {}
         add_bits(logs)
-        if self.stopper.partial:  # a partial epoch: keep weights, redo this epoch on resume
+        if self.stopper.partial and self.budget is None:  # a partial epoch: keep weights, redo it on resume
             save_model(self.model, self.run_dir / "last.keras", self.meta(self._state(epoch)))
             return
         loss = logs.get("loss")
@@ -170,14 +284,16 @@ class RunRecorder(keras.callbacks.Callback):
             self.model.stop_training = True
             return
         lr = self.model.optimizer.learning_rate
+        partial = self.budget is not None and (self.budget.stopped or self.stopper.partial)
         row = {
-            "epoch": epoch + 1,
+            "epoch": round(self.budget.data_epochs(), 3) if self.budget is not None else epoch + 1,
             "time": round(self._elapsed(), 2),
             "loss": loss,
             "bpc": logs.get("bpc"),
             "val_loss": logs.get("val_loss"),
             "val_bpc": logs.get("val_bpc"),
             "lr": float(np.asarray(lr)),
+            "partial": int(partial),  # 1: the budget (or a signal) ended this row's interval early
         }
         self.history.append(row)
         monitored = row["val_loss"] if row["val_loss"] is not None else row["loss"]

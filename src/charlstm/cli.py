@@ -112,12 +112,22 @@ def _build_parser() -> argparse.ArgumentParser:
         help="16-bit math with float32 weights and logits (GPUs; fp16 adds loss scaling)",
     )
     o = t.add_argument_group("optimisation")
+    o.add_argument(
+        "--time",
+        metavar="DURATION",
+        help="train for a time budget (90s, 10m, 1h30m) instead of epochs: the network's size (unless given) "
+        "and the learning-rate schedule are fitted to it; with --resume, adds time to the run",
+    )
     o.add_argument("--epochs", type=int)
     o.add_argument("--seq-len", type=int, help="characters per training sequence (default recipe)")
     o.add_argument("--batch-size", type=int)
     o.add_argument("--lr", type=float, help="learning rate")
     o.add_argument("--clipnorm", type=float, help="gradient clipping norm (0 = off)")
-    o.add_argument("--lr-schedule", choices=["constant", "cosine", "step"])
+    o.add_argument(
+        "--lr-schedule",
+        choices=["constant", "cosine", "step", "wsd"],
+        help="cosine (default for epochs), step, constant, or wsd (warmup-stable-decay: default with --time)",
+    )
     o.add_argument(
         "--early-stopping",
         type=int,
@@ -176,6 +186,12 @@ def _build_parser() -> argparse.ArgumentParser:
         default="stateful",
         help="stateful (default): read the prime once; window: re-read the last 40 chars per step (lesson)",
     )
+    g.add_argument(
+        "--max-repeat",
+        metavar="auto|N|none",
+        help="never repeat a character more times in a row than the training text did (auto), than N, or no "
+        "limit (none); default: auto for the default recipe's models, none for classic ones",
+    )
 
     e = sub.add_parser("evaluate", help="loss of a model on texts, in nats and bits per character")
     e.add_argument("model")
@@ -193,11 +209,11 @@ def _build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("corpora", help="list the named corpora and whether each is available offline")
 
-    d = sub.add_parser("demo", help="a few minutes of training on Treasure Island, then samples")
+    d = sub.add_parser("demo", help="90 seconds of training on Treasure Island, then samples")
     d.add_argument(
         "--out", default="runs/demo", help="run directory (default runs/demo; replaced if present)"
     )
-    d.add_argument("--epochs", type=int, default=None, help="epochs (default: a few minutes' worth)")
+    d.add_argument("--time", default=None, help="training time (default 90s, on any machine)")
     return parser
 
 
@@ -258,7 +274,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     cluster = {k: getattr(args, k) for k in ("distribute", "coordinator", "num_processes", "process_id")}
     if args.resume:
-        train(out=args.resume, resume=True, backend=args.backend, **cluster, **_train_settings(args))
+        train(out=args.resume, resume=True, backend=args.backend, time=args.time, **cluster, **_train_settings(args))
     else:
         if not args.source:
             raise CharlstmError("give a text source (file, folder or named corpus), or --resume DIR")
@@ -269,6 +285,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             init_from=args.init_from,
             backend=args.backend,
             **cluster,
+            time=args.time,
             **_train_settings(args),
         )
     return 0
@@ -340,6 +357,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         stop=args.stop,
         unknown=args.unknown,
         context=args.context,
+        max_repeat=args.max_repeat,
     )
     return 0
 
@@ -383,7 +401,7 @@ def cmd_corpora(args: argparse.Namespace) -> int:
     return 0
 
 
-DEMO_SETTINGS = {"epochs": 20, "max_chars": 400_000}
+DEMO_SETTINGS = {"time": "90s", "max_chars": 400_000}
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -407,8 +425,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if (out / "last.keras").exists():
         shutil.rmtree(out)
     settings = dict(DEMO_SETTINGS)
-    if args.epochs:
-        settings["epochs"] = args.epochs
+    if args.time:
+        settings["time"] = args.time
     model = train(source, out=out, sample_temperatures=[0.5], sample_length=200, **settings)
     print("\n===== samples from the trained model at the lesson's four temperatures =====")
     _print_samples(model, None, [0.2, 0.5, 1.0, 1.2], 400, seed=0)

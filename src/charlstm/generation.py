@@ -67,6 +67,27 @@ class LogitProcessor(Protocol):
     def __call__(self, logits: np.ndarray, history: RowHistory) -> np.ndarray: ...
 
 
+class RepeatGuard:
+    """Never let a row repeat a character more times in a row than `limits[character]` (the repeat guard).
+
+    At low temperatures a character model can fall into one character forever (hundreds of spaces in source
+    code); the guard forbids exactly the character that would make the current run too long, and leaves the
+    distribution untouched otherwise. `limits` (V,) usually holds the training text's longest runs
+    (`vocab.longest_runs`), recorded in the model file.
+    """
+
+    def __init__(self, limits: np.ndarray) -> None:
+        self.limits = np.asarray(limits, dtype=np.int64)
+
+    def __call__(self, logits: np.ndarray, history: RowHistory) -> np.ndarray:
+        over = np.flatnonzero(history.run >= self.limits[history.last])
+        if not len(over):
+            return logits
+        logits = np.array(logits, copy=True)
+        logits[over, history.last[over]] = -np.inf
+        return logits
+
+
 # -- how the context is kept: two strategies with the same three methods ---------------------------------------
 
 

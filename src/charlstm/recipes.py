@@ -52,6 +52,7 @@ class TrainConfig:
     clipnorm: float | None = 1.0
     lr_schedule: str = "cosine"
     epochs: int = 30
+    time_budget: float | None = None  # seconds (--time): train for this long instead of `epochs`
     early_stopping: int | None = None
     seed: int = 1337
     # reporting
@@ -82,8 +83,14 @@ class TrainConfig:
             raise CharlstmError(f"--lr must be > 0, got {self.lr}")
         if self.optimizer not in ("adam", "rmsprop"):
             raise CharlstmError(f"optimizer must be adam or rmsprop, got {self.optimizer!r}")
-        if self.lr_schedule not in ("constant", "cosine", "step"):
-            raise CharlstmError(f"--lr-schedule must be constant, cosine or step, got {self.lr_schedule!r}")
+        if self.lr_schedule not in ("constant", "cosine", "step", "wsd"):
+            raise CharlstmError(f"--lr-schedule must be constant, cosine, step or wsd, got {self.lr_schedule!r}")
+        if self.time_budget is not None and self.time_budget <= 0:
+            raise CharlstmError(f"--time must be a positive duration, got {self.time_budget} s")
+        if self.time_budget is None and self.lr_schedule == "wsd":
+            raise CharlstmError("--lr-schedule wsd is laid over a time budget: give --time (e.g. --time 10m)")
+        if self.time_budget is not None and self.lr_schedule == "step":
+            raise CharlstmError("--lr-schedule step counts epochs; with --time use wsd, cosine or constant")
         if self.early_stopping is not None and self.early_stopping < 1:
             raise CharlstmError(f"--early-stopping must be >= 1 epochs, got {self.early_stopping}")
         if self.mixed_precision not in (None, "bf16", "fp16"):

@@ -23,7 +23,15 @@ from typing import Any
 import numpy as np
 
 from charlstm.errors import CharlstmError
-from charlstm.generation import Generation, LogitProcessor, Sampling, StatefulContext, WindowContext, step
+from charlstm.generation import (
+    Generation,
+    LogitProcessor,
+    RepeatGuard,
+    Sampling,
+    StatefulContext,
+    WindowContext,
+    step,
+)
 from charlstm.vocab import Vocabulary
 
 META_ENTRY = "charlstm.json"
@@ -321,6 +329,32 @@ class CharModel:
             return str(seeds[int(rng.integers(len(seeds)))])
         return "\n" if "\n" in self.vocab else self.vocab.chars[0]
 
+    def repeat_limits(self, max_repeat: int | str | None = None) -> np.ndarray | None:
+        """The longest run of each character that generation allows, or None for no limit.
+
+        "auto": the training text's own longest runs (recorded in the model file); N: N for every character;
+        "none": no limit. None means the model's default: "auto" for the default recipe's models (measured:
+        benchmarks/README.md, healthy samples at low temperatures), "none" for `classic` ones, which keep
+        the lesson's exact sampling.
+        """
+        runs = self.meta.get("longest_runs")
+        if max_repeat is None:
+            max_repeat = "auto" if self.recipe != "classic" and runs else "none"
+        if isinstance(max_repeat, str) and max_repeat.strip().isdigit():
+            max_repeat = int(max_repeat)
+        if max_repeat == "none":
+            return None
+        if max_repeat == "auto":
+            if not runs or len(runs) != self.vocab.size:
+                raise CharlstmError(
+                    f"{self.path or 'this model'} does not record its training text's longest runs (trained "
+                    "before charlstm kept them): give --max-repeat N or none"
+                )
+            return np.maximum(np.asarray(runs, dtype=np.int64), 1)
+        if isinstance(max_repeat, bool) or not isinstance(max_repeat, int) or max_repeat < 1:
+            raise CharlstmError(f"max-repeat must be auto, none or an integer >= 1, got {max_repeat!r}")
+        return np.full(self.vocab.size, max_repeat, dtype=np.int64)
+
     def generation(
         self,
         prime: str | None = None,
@@ -334,14 +368,19 @@ class CharModel:
         unknown: str = "error",
         context: str = "stateful",
         processors: Sequence[LogitProcessor] = (),
+        max_repeat: int | str | None = None,
     ) -> Generation:
         """A checked, ready-to-step `Generation` (generation.py) for these settings; nothing is computed yet.
 
         The one place where generation arguments are checked and the prime is chosen and encoded, shared by
         `stream`/`generate`, the CLI and the server, so that the same seed gives the same text everywhere.
-        `stop` is one string or several: a row ends once it has generated any of them.
+        `stop` is one string or several: a row ends once it has generated any of them. `max_repeat`: see
+        `repeat_limits` (None: the model's default).
         """
         sampling = Sampling(temperature, top_k, top_p)
+        limits = self.repeat_limits(max_repeat)
+        if limits is not None:
+            processors = [RepeatGuard(limits), *processors]
         if not isinstance(length, int) or length < 0:
             raise CharlstmError(f"length must be an integer >= 0, got {length}")
         if not isinstance(num_samples, int) or num_samples < 1:
@@ -384,6 +423,7 @@ class CharModel:
         unknown: str = "error",
         context: str = "stateful",
         processors: Sequence[LogitProcessor] = (),
+        max_repeat: int | str | None = None,
     ) -> Iterator[Any]:
         """Yield generated characters one step at a time: a str, or a list of str when num_samples > 1
         (with "" for a sample that has already met its stop string).
@@ -394,7 +434,8 @@ class CharModel:
         nothing is computed until the first character is asked for.
         """
         gen = self.generation(
-            prime, length, temperature, top_k, top_p, seed, num_samples, stop, unknown, context, processors
+            prime, length, temperature, top_k, top_p, seed, num_samples, stop, unknown, context, processors,
+            max_repeat=max_repeat,
         )
         return _run(gen, single=num_samples == 1)
 

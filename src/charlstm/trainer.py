@@ -1,6 +1,10 @@
 """train(): a short sequence of named phases, each one screen long.
 
-    settings -> text -> data -> model -> run files and callbacks -> fit -> report
+    settings -> text -> data -> budget -> model -> run files and callbacks -> fit -> report
+
+With a time budget (`time=`, `--time 10m`) the budget phase probes the speed of candidate networks, picks
+the size (unless given) and lays out the clock (budget.py); fit then runs over an endless data stream in
+checkpoint intervals, and `callbacks.BudgetClock` sets the learning rate and stops when the time is spent.
 
 A run lives in one directory: config.json, metrics.csv, loss.png, samples.txt, last.keras (resume point,
 with optimizer state), best.keras (best validation loss) and model.keras (the model the run hands over:
@@ -14,7 +18,7 @@ import json
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -22,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from charlstm import backend as backends
+from charlstm import budget as budgets
 from charlstm import probe
 from charlstm import strategy as strategies
 from charlstm.corpus import Corpus, preprocess
@@ -30,7 +35,7 @@ from charlstm.fileio import write_atomic
 from charlstm.prepared import PreparedCorpus
 from charlstm.recipes import TrainConfig, make_config
 from charlstm.runtime import CharModel
-from charlstm.vocab import Vocabulary
+from charlstm.vocab import Vocabulary, longest_runs
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -51,7 +56,9 @@ class Plan:
     resumed: dict[str, Any] | None = None  # last.keras metadata when resuming
     init_from: str | None = None
     init_meta: dict[str, Any] | None = None
-    explicit: dict[str, Any] = field(default_factory=dict)  # settings given (not recipe defaults)
+    explicit: dict[str, Any] = field(default_factory=dict)  # settings given (not recipe defaults; they beat any rule)
+    added_time: float | None = None  # seconds this call adds (a fresh budgeted run: all of them)
+    entered: float = field(default_factory=time.monotonic)  # when train() began (start-up is measured from here)
 
     @property
     def state(self) -> dict[str, Any]:
@@ -77,6 +84,18 @@ class Data:
 
 
 @dataclass
+class Budget:
+    """A time-budgeted run's plan: its schedule, where the data stream starts, the checkpoint interval."""
+
+    schedule: budgets.BudgetSchedule
+    position: tuple[int, int]  # (data epoch, batch) to start from
+    interval: int  # optimizer steps per checkpoint interval (one Keras epoch)
+    sizing: budgets.Sizing | None = None
+    val_chars: int | None = None  # validation is bounded to this many characters
+    startup: float = 0.0  # seconds from train() to the clock's start (reading the text, loading Keras)
+
+
+@dataclass
 class Session:
     """The callbacks of one fit() call, the two that report how it ended, and where its files go."""
 
@@ -84,6 +103,7 @@ class Session:
     recorder: Any = None
     stopper: Any = None
     out_dir: Path | None = None  # the run directory (process 0), or a distributed worker's scratch folder
+    clock: Any = None  # callbacks.BudgetClock of a budgeted run
 
 
 # -- helpers used by more than one phase (and by benchmarks) -------------------------------------------
@@ -127,9 +147,11 @@ def _seeds(ids: Any, vocab: Vocabulary, count: int, length: int, seed: int, clea
 def _optimizer(config: TrainConfig, steps_per_epoch: int) -> Any:
     import keras
 
-    lr: Any = config.lr
+    lr: Any = config.lr  # a budgeted run's rate is set step by step (callbacks.BudgetClock)
     total = max(1, steps_per_epoch * config.epochs)
-    if config.lr_schedule == "cosine":
+    if config.time_budget:
+        pass
+    elif config.lr_schedule == "cosine":
         lr = keras.optimizers.schedules.CosineDecay(config.lr, decay_steps=total, alpha=0.05)
     elif config.lr_schedule == "step":
         every = steps_per_epoch * max(1, config.epochs // 4)
@@ -179,14 +201,32 @@ def plan_run(
             raise CharlstmError(f"{run_dir}: no last.keras to resume from (is this a charlstm run directory?)")
         saved = read_meta(last)
         config = TrainConfig.from_json(saved["config"])
+        added = budgets.parse_duration(settings["time"]) if settings.get("time") is not None else None
         if settings.get("epochs"):
+            if config.time_budget or added:
+                raise CharlstmError(f"{run_dir} trains for a time budget; add time with --time (e.g. --time 5m)")
             config.epochs = int(settings["epochs"])
+        if added:
+            config.time_budget = (config.time_budget or 0.0) + added
+            if config.lr_schedule == "step":
+                config.lr_schedule = "cosine"
         if settings.get("verbose") is not None:
             config.verbose = settings["verbose"]
         config.validate()
-        return Plan(config, saved["corpus"]["source"], run_dir, resumed=saved)
+        return Plan(config, saved["corpus"]["source"], run_dir, resumed=saved, added_time=added)
     if source is None:
         raise CharlstmError("give a text source: a file, a folder or a named corpus")
+    injected: set[str] = set()  # settings the budget sets, which the user did not give
+    seconds = budgets.parse_duration(settings.pop("time")) if settings.get("time") is not None else None
+    if seconds is not None:
+        if settings.get("epochs") is not None:
+            raise CharlstmError("give --time or --epochs, not both (a time budget sets the length of the run)")
+        settings["time_budget"] = seconds
+        injected.add("time_budget")
+        if settings.get("lr_schedule") is None and recipe == "default":
+            settings["lr_schedule"] = budgets.DEFAULT_SHAPE
+            injected.add("lr_schedule")
+    settings.pop("time", None)
     init_meta = None
     if init_from is not None:
         init_meta = read_meta(init_from)
@@ -204,7 +244,7 @@ def plan_run(
         config.max_vocab, config.min_count = None, 1
     return Plan(
         config, str(source), run_dir, init_from=str(init_from) if init_from else None, init_meta=init_meta,
-        explicit={k: v for k, v in settings.items() if v is not None},
+        explicit={k: v for k, v in settings.items() if v is not None and k not in injected}, added_time=seconds,
     )
 
 
@@ -285,7 +325,117 @@ def make_data(config: TrainConfig, text: Text, dist: strategies.Distributed | No
     return Data(train, val, len(train))
 
 
-# -- phase 4: model ------------------------------------------------------------------------------------------
+# -- phase 4: budget (only with a time budget) ---------------------------------------------------------------
+def _probe(config: TrainConfig, vocab: Vocabulary, batch: tuple[np.ndarray, np.ndarray]):
+    """measure(layers, units) -> target characters per second, from a few timed training steps."""
+    import keras
+
+    from charlstm.model import build_model
+
+    x, y = batch
+    targets = int(np.prod(y.shape))
+
+    def measure(layers: int, units: int) -> float:
+        spec = replace(model_spec(config, vocab), layers=layers, units=units)
+        model = build_model(spec, config.mixed_precision)
+        _compile(model, config, 1)
+        model.train_on_batch(x, y)  # compiles
+        times: list[float] = []
+        while len(times) < 3 or (sum(times) < 0.5 and len(times) < 10):
+            t0 = time.perf_counter()
+            model.train_on_batch(x, y)
+            times.append(time.perf_counter() - t0)
+        del model
+        keras.backend.clear_session()
+        return targets / float(np.median(times))
+
+    return measure
+
+
+def plan_budget(plan: Plan, text: Text, data: Data) -> Budget | None:
+    """Fit the run to its time budget: size the network (unless given), measure its speed, lay out the clock.
+
+    The clock starts here, after Keras has loaded (start-up is not the budget's): the speed probes, compiling,
+    training, validation and the final checkpoint all count against it.
+    """
+    config = plan.config
+    if not config.time_budget:
+        return None
+    import keras  # noqa: F401  (TensorFlow/JAX start-up happens before the clock starts)
+
+    started = time.monotonic()
+    measure = _probe(config, text.vocab, data.train[0])
+    targets = int(np.prod(data.train[0][1].shape))  # target characters per batch
+    saved = plan.state.get("budget")
+    sizing = None
+    if plan.resumed is None and plan.init_from is None and config.mode == "sequences":
+        sizing = budgets.choose_size(
+            config.time_budget, len(text.train_ids), text.vocab.size, config.embedding_dim, measure,
+            explicit={k: getattr(config, k) for k in ("layers", "units", "dropout") if k in plan.explicit},
+        )
+        config.layers, config.units, config.dropout = sizing.layers, sizing.units, sizing.dropout
+        chars_per_s = sizing.chars_per_second[f"{sizing.layers}x{sizing.units}"]
+    elif saved and saved.get("steps_per_second"):  # a resumed run: the last session's own measurement
+        chars_per_s = float(saved["steps_per_second"]) * targets
+    elif plan.resumed is not None and (plan.state.get("history") or [{}])[-1].get("time"):  # an epoch run's
+        history = plan.state["history"]
+        chars_per_s = len(history) * data.steps * targets / float(history[-1]["time"])
+    else:
+        chars_per_s = measure(config.layers, config.units)
+    steps_per_s = chars_per_s / targets
+    seconds = config.time_budget
+    if plan.added_time is not None and plan.resumed is not None:  # more time for a run: a new segment
+        # an interrupted segment's unused time carries over; a finished one's kept-back seconds do not
+        left = max(0.0, saved["seconds"] - saved["spent"]) if saved and saved["progress"] < 0.99 else 0.0
+        seconds = left + plan.added_time
+        history = plan.state.get("history") or []
+        current_lr = float(history[-1]["lr"]) if history else config.lr
+        schedule = budgets.BudgetSchedule(seconds, config.lr, config.lr_schedule, start_lr=current_lr, rate=steps_per_s)
+    elif saved:  # an interrupted segment goes on where it stood
+        schedule = budgets.BudgetSchedule(
+            saved["seconds"], saved["peak_lr"], saved["shape"], spent=saved["spent"], steps_done=saved["steps_done"],
+            progress=saved["progress"], start_lr=saved["start_lr"], rate=steps_per_s,
+        )
+        seconds = saved["seconds"] - saved["spent"]
+    else:
+        schedule = budgets.BudgetSchedule(seconds, config.lr, config.lr_schedule, rate=steps_per_s)
+    if schedule.progress >= 0.99 or schedule.remaining(0.0) < 2.0:
+        raise CharlstmError(
+            f"{plan.run_dir}: the run's time budget is spent; add time with --resume {plan.run_dir} --time 5m"
+        )
+    # bound validation to ~0.5 % of the budget per checkpoint (forward passes run ~2.5x the training speed)
+    val_chars = max(20_000, int(0.005 * seconds * 2.5 * chars_per_s))
+    # kept back for the final validation and checkpoints until an epoch end has been timed (callbacks.BudgetClock)
+    schedule.reserve = 2.0 * min(val_chars, len(text.val_ids)) / (2.5 * chars_per_s) + 2.0
+    interval_s = min(300.0, max(5.0, seconds / 10))
+    interval = max(1, int(steps_per_s * interval_s))
+    if saved:
+        position = (int(saved["position"][0]), int(saved["position"][1]))
+    else:
+        position = (int(plan.state.get("epoch", 0)) if plan.resumed else 0, 0)
+    schedule.start(started)  # the probes' time is the budget's
+    return Budget(schedule, position, interval, sizing, val_chars, startup=started - plan.entered)
+
+
+def limit_validation(
+    config: TrainConfig, text: Text, data: Data, chars: int | None, dist: strategies.Distributed | None = None
+) -> None:
+    """Validate on the first `chars` characters of the held-out text only (a budgeted run's bound)."""
+    from charlstm.batches import make_sequence_batches, make_window_batches
+
+    if chars is None or len(text.val_ids) <= chars or data.val is None:
+        return
+    dist = dist or strategies.Distributed()
+    ids, batch = text.val_ids[:chars], config.batch_size * dist.replicas
+    if config.mode == "windows":
+        val = make_window_batches(ids, config.maxlen, config.step, batch, config.seed, shuffle=False)
+    else:
+        val = make_sequence_batches(ids, config.seq_len, batch, config.seed, shuffle=False)
+    val.distribute(dist.replicas, dist.process_id, dist.num_processes)
+    data.val = val if len(val) else data.val
+
+
+# -- phase 5: model ------------------------------------------------------------------------------------------
 def model_spec(config: TrainConfig, vocab: Vocabulary) -> Any:
     from charlstm.model import ModelSpec
 
@@ -301,6 +451,25 @@ def model_spec(config: TrainConfig, vocab: Vocabulary) -> Any:
     )
 
 
+def _settable_learning_rate(model: Any, config: TrainConfig) -> None:
+    """Give a resumed model an optimizer whose learning rate a budget can set (same state, same step count).
+
+    A run trained by epochs saved an optimizer driven by a Keras schedule object, whose rate cannot be set;
+    `--resume --time` swaps in the same optimizer with a plain rate and copies every state variable over.
+    """
+    import keras
+
+    old = model.optimizer
+    if isinstance(old.learning_rate, keras.Variable):
+        return
+    new = old.__class__.from_config({**old.get_config(), "learning_rate": float(config.lr)})
+    new.build(model.trainable_variables)
+    keep = [v for v in new.variables if v.name != "learning_rate"]
+    for target, source in zip(keep, old.variables, strict=True):
+        target.assign(source)
+    model.compile(optimizer=new, loss=model.loss, jit_compile=backends.jit_compile())
+
+
 def make_model(plan: Plan, spec: Any, steps: int, dist: strategies.Distributed | None = None) -> Any:
     """A compiled model: resumed from last.keras (weights + optimizer state), or new (maybe fine-tuned);
     built under the distribution's scope, so that its variables are mirrored or replicated."""
@@ -313,18 +482,20 @@ def make_model(plan: Plan, spec: Any, steps: int, dist: strategies.Distributed |
     with (dist or strategies.Distributed()).scope():
         if plan.resumed is not None:
             model = load_keras_model(plan.run_dir / "last.keras", compile=True)
+            if plan.config.time_budget:
+                _settable_learning_rate(model, plan.config)
         else:
             model = build_model(spec, plan.config.mixed_precision)
             _compile(model, plan.config, steps)
             if plan.init_from is not None:
                 model.set_weights(load_keras_model(plan.init_from, compile=False).get_weights())
     epoch = int(plan.state.get("epoch", 0))
-    if epoch >= plan.config.epochs:
+    if epoch >= plan.config.epochs and not plan.config.time_budget:
         raise CharlstmError(f"{plan.run_dir}: already trained {epoch} epochs; pass a larger --epochs to go on")
     return model
 
 
-# -- phase 5: run files and callbacks ------------------------------------------------------------------------
+# -- phase 6: run files and callbacks ------------------------------------------------------------------------
 def run_metadata(plan: Plan, text: Text, spec: Any) -> dict[str, Any]:
     """Everything a model file and config.json say about the run (the training state is added per save)."""
     config, corpus = plan.config, text.corpus
@@ -352,22 +523,34 @@ def run_metadata(plan: Plan, text: Text, spec: Any) -> dict[str, Any]:
             "file_count": len(corpus.files),
         },
         "seeds": _seeds(text.train_ids, text.vocab, 16, plan.config.maxlen, plan.config.seed),
+        # each character's longest run in the training text, by id: generation never goes past it (max_repeat)
+        "longest_runs": longest_runs(text.train_ids, text.vocab.size).tolist(),
         "trained_with": backends.describe(),
     }
 
 
 def make_session(
-    plan: Plan, meta: dict[str, Any], has_val: bool, extra: list[Any] | None, out_dir: Path | None = None
+    plan: Plan,
+    meta: dict[str, Any],
+    data: Data,
+    extra: list[Any] | None,
+    out_dir: Path | None = None,
+    budget: Budget | None = None,
 ) -> Session:
     """charlstm's callbacks around the user's: exact-resume seeds, signals, bits/char, progress, run files
-    (written to `out_dir`, by default the run directory)."""
+    (written to `out_dir`, by default the run directory), and a budgeted run's clock."""
     import keras
 
-    from charlstm.callbacks import BitsPerChar, DropoutSeeds, RunRecorder, StopOnSignal
+    from charlstm.callbacks import BitsPerChar, BudgetClock, DropoutSeeds, RunRecorder, StopOnSignal
 
-    config, state = plan.config, plan.state
+    config, state, has_val = plan.config, plan.state, data.val is not None
     stopper = StopOnSignal()
     out_dir = out_dir or plan.run_dir
+    clock = None
+    if budget is not None:
+        clock = BudgetClock(budget.schedule, position=budget.position, batches_per_epoch=data.steps,
+                            verbose=bool(config.verbose))
+        clock.startup = budget.startup
     recorder = RunRecorder(
         out_dir,
         lambda train_state: {**meta, "train_state": train_state},
@@ -380,29 +563,48 @@ def make_session(
         history=state.get("history"),
         elapsed=float(state.get("elapsed", 0.0)),
         verbose=bool(config.verbose),
+        budget=clock,
     )
     # order matters: bits/char enter the logs before the progress bar prints them, and the recorder
     # (samples, checkpoints) runs after the bar has finished its line
     cbs: list[Any] = [*(extra or []), DropoutSeeds(config.seed), stopper, BitsPerChar()]
     cbs.append(keras.callbacks.TerminateOnNaN())
-    if config.verbose:
+    if clock is not None:  # its own progress line: time used of the budget
+        cbs.append(clock)
+    elif config.verbose:
         cbs.append(keras.callbacks.ProgbarLogger())
     cbs.append(recorder)
     if config.early_stopping:
         cbs.append(keras.callbacks.EarlyStopping(monitor="val_loss" if has_val else "loss", patience=config.early_stopping))
     if config.tensorboard:
         cbs.append(keras.callbacks.TensorBoard(log_dir=str(plan.run_dir / "tensorboard")))
-    return Session(cbs, recorder, stopper, out_dir)
+    return Session(cbs, recorder, stopper, out_dir, clock)
 
 
-# -- phase 6: fit --------------------------------------------------------------------------------------------
-def fit(model: Any, plan: Plan, data: Data, session: Session) -> float:
-    """Keras fit over the reproducible epoch stream; returns the wall seconds it took."""
-    from charlstm.batches import to_tf_dataset
+# -- phase 7: fit --------------------------------------------------------------------------------------------
+def fit(model: Any, plan: Plan, data: Data, session: Session, budget: Budget | None = None) -> float:
+    """Keras fit over the reproducible epoch stream; returns the wall seconds it took.
+
+    A budgeted run reads an endless stream from its saved position in checkpoint intervals (Keras epochs of
+    `budget.interval` steps) until its clock stops it.
+    """
+    from charlstm.batches import to_tf_dataset, to_tf_stream
 
     config = plan.config
     initial_epoch = int(plan.state.get("epoch", 0))
     started = time.time()
+    if budget is not None:
+        model.fit(
+            to_tf_stream(data.train, *budget.position),
+            steps_per_epoch=budget.interval,
+            shuffle=False,
+            validation_data=to_tf_dataset(data.val) if data.val is not None else None,
+            epochs=initial_epoch + 1_000_000,  # the clock stops it
+            initial_epoch=initial_epoch,
+            callbacks=session.callbacks,
+            verbose=0,
+        )
+        return time.time() - started
     model.fit(
         to_tf_dataset(data.train, initial_epoch, config.epochs),
         steps_per_epoch=data.steps,
@@ -416,10 +618,16 @@ def fit(model: Any, plan: Plan, data: Data, session: Session) -> float:
     return time.time() - started
 
 
-# -- phase 7: report -----------------------------------------------------------------------------------------
+# -- phase 8: report -----------------------------------------------------------------------------------------
 def report(plan: Plan, session: Session, wall: float) -> CharModel:
     """How the run ended: interrupted (exit 130), diverged, or done; the model it hands over."""
     run_dir, recorder, stopper = plan.run_dir, session.recorder, session.stopper
+    if stopper.interrupted and session.clock is not None:
+        left = session.clock.schedule.remaining(session.clock.clock())
+        raise TrainingInterrupted(
+            f"stopped by {stopper.signal_name} with {budgets.format_duration(left)} of the time budget left; saved "
+            f"{run_dir / 'last.keras'}. Resume with: charlstm train --resume {run_dir}"
+        )
     if stopper.interrupted:
         where = "during" if stopper.partial else "at the end of"
         epoch = int(plan.state.get("epoch", 0)) + recorder.epochs_done + int(stopper.partial)
@@ -439,8 +647,13 @@ def report(plan: Plan, session: Session, wall: float) -> CharModel:
             if last.get("val_loss") is not None
             else ""
         )
+        done = (
+            f"{session.clock.describe_end()} (+ {session.clock.startup:.1f} s start-up)"
+            if session.clock is not None
+            else f"{len(recorder.history)} epochs in {wall:.1f} s"
+        )
         print(
-            f"charlstm: {len(recorder.history)} epochs in {wall:.1f} s; final loss {last.get('loss', math.nan):.4f}"
+            f"charlstm: {done}; final loss {last.get('loss', math.nan):.4f}"
             f" nats/char{val}; model saved to {run_dir / 'model.keras'}",
             flush=True,
         )
@@ -459,16 +672,25 @@ def _replicas(meta: dict[str, Any]) -> str:
     )
 
 
-def _announce(plan: Plan, text: Text, data: Data, meta: dict[str, Any]) -> None:
+def _announce(plan: Plan, text: Text, data: Data, meta: dict[str, Any], budget: Budget | None = None) -> None:
     config, vocab = plan.config, text.vocab
     arch = f"{config.layers}x{config.cell.upper()}({config.units})"
     where = meta["trained_with"]
+    length = (
+        f"for {budgets.format_duration(budget.schedule.remaining(time.monotonic()))} ({config.lr_schedule} schedule)"
+        if budget is not None
+        else f"{data.steps} batches/epoch"
+    )
     print(
         f"charlstm: training {arch} ({config.recipe} recipe) on {text.corpus.name}: {len(text.train_ids):,} train / "
-        f"{len(text.val_ids):,} validation chars, vocabulary {vocab.size}, {data.steps} batches/epoch, "
+        f"{len(text.val_ids):,} validation chars, vocabulary {vocab.size}, {length}, "
         f"{where['backend']} on {where['device']['kind']}{_replicas(meta)} -> {plan.run_dir}",
         flush=True,
     )
+    if budget is not None and budget.sizing is not None:
+        s = budget.sizing
+        print(f"charlstm: sized for the budget: {s.layers} x {config.cell.upper()}({s.units}), dropout {s.dropout:g}: "
+              f"{s.why}", flush=True)
     if vocab.has_unknown:
         print(
             f"charlstm: the vocabulary keeps {vocab.coverage:.2%} of the text's characters; the rarest "
@@ -490,11 +712,14 @@ def train(
     coordinator: str | None = None,
     num_processes: int | None = None,
     process_id: int | None = None,
+    time: str | float | None = None,
     **settings: Any,
 ) -> CharModel:
     """Train a character model on `source` (named corpus, file or folder) and return it, ready to generate.
 
     settings: any `TrainConfig` field (epochs, layers, units, seq_len, lr, ...); None means 'recipe default'.
+    time: a time budget instead of epochs ("90s", "10m", "1h30m" or seconds): the network's size (unless
+    given), the learning-rate schedule and the stop are fitted to it; with `resume`, time added to the run.
     resume: continue the run in `out` from its last.keras (source and settings come from the run; `epochs`
     may be raised to train longer).
     callbacks: extra Keras callbacks, run before charlstm's own each epoch.
@@ -506,7 +731,9 @@ def train(
     is then per replica. Every process of a multihost job returns the model; only process 0 writes files.
     """
     wish = strategies.request(distribute, coordinator, num_processes, process_id)
-    plan = plan_run(source, recipe, out, resume, init_from, settings)
+    plan = plan_run(source, recipe, out, resume, init_from, {**settings, "time": time})
+    if plan.config.time_budget and wish.kind == "multihost":  # each process would stop on its own clock
+        raise CharlstmError("--time does not work with --distribute multihost yet; give --epochs")
     # before anything imports Keras; with no backend named, the one faster for this network here (probe.py)
     backends.select(strategies.backend_for(wish, backend), network=probe.network_of(plan.config))
     text = read_text(plan)
@@ -516,15 +743,28 @@ def train(
     if not dist.chief:  # workers print, sample and log nothing; their checkpoints go to a scratch folder
         plan.config.verbose, plan.config.sample_temperatures, plan.config.tensorboard = 0, [], False
     data = make_data(plan.config, text, dist)
+    budget = plan_budget(plan, text, data)
+    if budget is not None:
+        limit_validation(plan.config, text, data, budget.val_chars, dist)
     spec = model_spec(plan.config, text.vocab)
     model = make_model(plan, spec, data.steps, dist)
     meta = {**run_metadata(plan, text, spec), "distribute": dist.describe(plan.config.batch_size)}
+    if budget is not None:
+        meta["budget"] = {
+            "seconds": plan.config.time_budget,
+            "schedule": plan.config.lr_schedule,
+            "interval_steps": budget.interval,
+            "startup_seconds": round(budget.startup, 2),
+            "validation_chars": min(budget.val_chars or 0, len(text.val_ids)),
+            "sizing": budget.sizing.to_json() if budget.sizing is not None
+            else (plan.resumed or {}).get("budget", {}).get("sizing"),
+        }
     if dist.chief:
         plan.run_dir.mkdir(parents=True, exist_ok=True)
         write_atomic(plan.run_dir / "config.json", json.dumps(meta, ensure_ascii=False, indent=1))
-    session = make_session(plan, meta, data.val is not None, callbacks, dist.output_dir(plan.run_dir))
+    session = make_session(plan, meta, data, callbacks, dist.output_dir(plan.run_dir), budget)
     if plan.config.verbose:
-        _announce(plan, text, data, meta)
+        _announce(plan, text, data, meta, budget)
     with dist.training(plan.run_dir):
-        wall = fit(model, plan, data, session)
+        wall = fit(model, plan, data, session, budget)
     return report(plan, session, wall)

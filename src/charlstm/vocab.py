@@ -160,3 +160,35 @@ class Vocabulary:
             max_vocab=data.get("max_vocab"),
             min_count=int(data.get("min_count", 1)),
         )
+
+
+def longest_runs(ids: np.ndarray, size: int, chunk: int = 1 << 24) -> np.ndarray:
+    """The longest run of each id in `ids` (0 for ids that never occur): `out[i]` = max k with i repeated k times.
+
+    Vectorised over chunks of `chunk` ids, carrying the run that crosses each chunk boundary, so it reads a
+    memory-mapped corpus of gigabytes in bounded memory. Generation uses it to never exceed what the
+    training text did (the repeat guard, `--max-repeat auto`).
+    """
+    out = np.zeros(size, dtype=np.int64)
+    carry_id, carry_len = -1, 0
+    for start in range(0, len(ids), chunk):
+        block = np.asarray(ids[start : start + chunk]).astype(np.int64, copy=False)
+        if not len(block):
+            break
+        cuts = np.flatnonzero(block[1:] != block[:-1]) + 1
+        starts = np.concatenate(([0], cuts))
+        lengths = np.diff(np.concatenate((starts, [len(block)])))
+        values = block[starts]
+        if values[0] == carry_id:
+            lengths[0] += carry_len
+        elif carry_len:
+            out[carry_id] = max(out[carry_id], carry_len)
+        # every run but the last is complete; the last may go on in the next chunk
+        present = values[:-1]
+        np.maximum(out, np.bincount(present, minlength=size)[:size] > 0, out=out)
+        longer = lengths[:-1] > 1
+        np.maximum.at(out, present[longer], lengths[:-1][longer])
+        carry_id, carry_len = int(values[-1]), int(lengths[-1])
+    if carry_len:
+        out[carry_id] = max(out[carry_id], carry_len)
+    return out
