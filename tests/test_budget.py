@@ -353,3 +353,17 @@ def test_a_budgeted_run_on_jax(tmp_path, tiny_corpus):
     rows = _rows(out)
     assert rows[-1]["partial"] == 1 and rows[-1]["lr"] <= 0.05 * 0.01
     assert json.loads((out / "config.json").read_text())["trained_with"]["backend"] == "jax"
+
+
+def test_the_demo_trains_for_a_time_budget_not_epochs(tmp_path):
+    from charlstm.cli import DEMO_SETTINGS
+
+    assert DEMO_SETTINGS["time"] == "90s" and "epochs" not in DEMO_SETTINGS  # the same time on every machine
+    out = tmp_path / "demo"
+    r = run_cli("demo", "--time", "6s", "--out", str(out))  # Treasure Island from the test KERAS_HOME
+    assert r.returncode == 0, r.stderr[-3000:]
+    meta = json.loads((out / "config.json").read_text())
+    assert meta["config"]["time_budget"] == 6.0 and meta["budget"]["sizing"]["explicit"] == []  # sized by the rule
+    assert f"{meta['config']['layers']} x LSTM({meta['config']['units']})" in r.stdout  # the choice, printed
+    assert _rows(out)[-1]["partial"] == 1 and read_meta(out / "last.keras")["train_state"]["budget"]["spent"] <= 6.0
+    assert "samples from the trained model at the lesson's four temperatures" in r.stdout
