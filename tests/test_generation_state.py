@@ -149,3 +149,21 @@ def test_a_row_steps_to_the_same_bits_alone_and_stacked_anywhere_among_others(tm
             assert np.array_equal(stacked_logits[at], logits[0]), (trial, rows, at)
             for st, ast in zip(stacked_state, new_state, strict=True):
                 assert all(np.array_equal(s[at], a[0]) for s, a in zip(st, ast, strict=True))
+
+
+def test_a_prime_is_read_to_the_same_bits_whatever_blas_threading_is_in_force(tmp_path):
+    """A matrix product split over two BLAS threads rounds differently from one on one thread; reading a prime
+    (forward) must not depend on the thread count in force, which another thread (a server's batcher for
+    another model, threadpoolctl being process-wide) may change at any moment."""
+    from threadpoolctl import threadpool_limits
+
+    path = tmp_path / "m.keras"
+    build_and_save(path, layers=2, units=128, embedding_dim=64, seed=3)
+    model = runtime.load(path)
+    ids = np.random.default_rng(0).integers(0, len(CHARS), (1, 300))
+    with threadpool_limits(limits=1, user_api="blas"):
+        one = model.forward(ids)
+    with threadpool_limits(limits=2, user_api="blas"):
+        two = model.forward(ids)
+    assert np.array_equal(one[0], two[0])
+    assert all(np.array_equal(a, b) for st1, st2 in zip(one[1], two[1], strict=True) for a, b in zip(st1, st2, strict=True))

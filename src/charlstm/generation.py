@@ -104,10 +104,9 @@ class StatefulContext:
     def start(self) -> np.ndarray:
         """Read the prime (once, for all rows: they share it) and return the first logits (rows, V)."""
         model = self.model
-        with model.blas_for(self.rows):
-            logits, state = model.forward(self.prime_ids[None, :])
-            logits = np.repeat(logits[:, -1] - model.dense_bias + model.sampling_bias, self.rows, axis=0)
-            self.state = [tuple(np.repeat(s, self.rows, axis=0) for s in st) for st in state]
+        logits, state = model.forward(self.prime_ids[None, :])  # on one BLAS thread (see `forward`)
+        logits = np.repeat(logits[:, -1] - model.dense_bias + model.sampling_bias, self.rows, axis=0)
+        self.state = [tuple(np.repeat(s, self.rows, axis=0) for s in st) for st in state]
         return logits
 
     def advance(self, ids: np.ndarray) -> np.ndarray:

@@ -268,14 +268,16 @@ class CharModel:
         """Logits (B, T, V) for ids (B, T), continuing from `state` (zero if None); returns the new state.
 
         Layer by layer over the whole sequence, so inputs above the first layer are projected with one
-        matmul per layer rather than one per step.
+        matmul per layer rather than one per step. Always on one BLAS thread: a matrix product split over
+        threads rounds differently from one on a single thread, and a prime read here must leave the same state
+        whatever the machine's thread count or another thread's limit (the server's batchers) at that moment.
         """
         ids = np.asarray(ids)
         if ids.ndim == 1:
             ids = ids[None, :]
         batch, steps = ids.shape
         state = list(state) if state is not None else self.initial_state(batch)
-        with _OneBlasThread(batch > 1):
+        with _OneBlasThread(True):
             xproj = self._table0[ids]  # (B, T, G*u)
             hidden = None
             for n, layer in enumerate(self.layers):

@@ -68,8 +68,19 @@ class Service:
         self.entries = {e.name: e for e in entries}
         self.limits = limits
         self.batchers: dict[str, Batcher] = {}
+        self._blas: Any = None  # threadpoolctl's limit while the service runs (see `start`)
 
     def start(self) -> None:
+        """Start every model's batcher, with BLAS pinned to one thread for as long as the service runs.
+
+        threadpoolctl's limits are process-wide: batchers of several models entering and leaving their own
+        one-thread limits at once could leave a prime being read on two threads, which rounds differently,
+        so a request's text would depend on what ran on another model. Pinned, every limit is 1 and stays so.
+        """
+        if self._blas is None:
+            from threadpoolctl import threadpool_limits
+
+            self._blas = threadpool_limits(limits=1, user_api="blas")
         for name in self.entries:
             self.batcher(name)
 
@@ -82,6 +93,9 @@ class Service:
         for batcher in self.batchers.values():
             batcher.close()
         self.batchers.clear()
+        if self._blas is not None:
+            self._blas.restore_original_limits()
+            self._blas = None
 
     def active(self) -> int:
         return sum(b.active for b in self.batchers.values())
