@@ -11,7 +11,7 @@ model step together. The page's three files are read from the package once, when
 import dataclasses
 import hmac
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from importlib import resources
 from typing import Annotated, Any
@@ -21,7 +21,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from fastapi.sse import EventSourceResponse, ServerSentEvent
+from fastapi.sse import EventSourceResponse, format_sse_event
 
 from charlstm import __version__
 from charlstm.server.batcher import stats
@@ -191,7 +191,8 @@ def create_app(entries: Sequence[Entry], limits: Limits | None = None, token: st
 
     @api.post(
         "/stream",
-        response_class=EventSourceResponse,
+        response_class=Response,
+        responses={200: {"content": {"text/event-stream": {}}, "description": "Server-Sent Events"}},
         summary="Generate text as Server-Sent Events",
         description=(
             "Events: `start` {model, prime, num_samples}; `text` {texts: one string per sample, the new "
@@ -199,17 +200,27 @@ def create_app(entries: Sequence[Entry], limits: Limits | None = None, token: st
             "A client that disconnects stops its generation."
         ),
     )
-    async def stream(started: Start) -> AsyncIterable[ServerSentEvent]:
+    async def stream(started: Start) -> EventSourceResponse:
+        # The events are formatted here and streamed as they are, rather than yielded to FastAPI's SSE
+        # machinery, whose keep-alive timer puts two tasks and two memory streams between the generator and
+        # the socket for every event: with 32 streaming clients that cost the event loop more than the
+        # formatting (profiled), and it shares one core with the batcher. Text comes at least every 50 ms,
+        # so no keep-alive comments are needed.
         job = started.job
-        yield ServerSentEvent(
-            event="start",
-            raw_data=dumps({"model": started.entry.name, "prime": started.prime, "num_samples": job.gen.rows}),
-        )
-        async for texts in job.chunks():
-            yield ServerSentEvent(event="text", raw_data=dumps({"texts": texts}))
-        if job.error:
-            yield ServerSentEvent(event="error", raw_data=dumps({"message": job.error}))
-        yield ServerSentEvent(event="done", raw_data=dumps(totals(started)))
+
+        async def events() -> AsyncIterator[bytes]:
+            try:
+                start = {"model": started.entry.name, "prime": started.prime, "num_samples": job.gen.rows}
+                yield format_sse_event(event="start", data_str=dumps(start))
+                async for texts in job.chunks():
+                    yield format_sse_event(event="text", data_str=dumps({"texts": texts}))
+                if job.error:
+                    yield format_sse_event(event="error", data_str=dumps({"message": job.error}))
+                yield format_sse_event(event="done", data_str=dumps(totals(started)))
+            finally:  # the client went away (or we are done): stop generating at once
+                job.cancel()
+
+        return EventSourceResponse(events(), headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     app.include_router(api)
     app.include_router(openai_router(service, schemas.CompletionRequest, check_token))
