@@ -33,6 +33,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from common import cpu_name, replace_readme_section  # noqa: E402
+
 README = HERE / "README.md"
 SECTION = "## Web server under load (issue 9)"
 VOCAB = tuple(sorted(set("abcdefghijklmnopqrstuvwxyz0123456789 \n.,;:!?'\"-()[]*_&$")))  # ~ the lesson's 60
@@ -55,15 +58,6 @@ def make_model(folder: Path) -> Path:
     return path
 
 
-def cpu_name() -> str:
-    """The processor's model name as lscpu shows it (e.g. "AMD EPYC"), or the architecture."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.machine()
 
 
 def rss_mb(pid: int) -> float:
@@ -253,15 +247,7 @@ through the network together (the batcher); each keeps its own rows, settings an
 
 Machine: {machine}.
 """
-    text = README.read_text(encoding="utf-8") if README.exists() else "# Benchmarks\n"
-    if SECTION in text:
-        start = text.index(SECTION)
-        nxt = text.find("\n## ", start + len(SECTION))
-        text = text[:start] + body + (text[nxt + 1 :] if nxt != -1 else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + body
-    README.write_text(text, encoding="utf-8")
-    print(f"wrote {README}")
+    replace_readme_section(README, SECTION, body)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import platform
 import shutil
 import tempfile
 import time
@@ -54,3 +55,29 @@ def window_loss(keras_model, ids: np.ndarray, maxlen: int = 40, batch: int = 204
         lse = np.log(np.exp(logits - m).sum(-1)) + m[:, 0]
         total += float((lse - logits[np.arange(len(t)), ids[t]]).sum())
     return total / len(targets)
+
+
+def cpu_name() -> str:
+    """The processor's model name as lscpu shows it (e.g. "AMD EPYC"), or the architecture: every absolute
+    figure a benchmark writes names the machine it came from."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.machine()
+
+
+def replace_readme_section(readme: Path, section: str, body: str) -> None:
+    """Put `body` in place of the `section` heading's part of benchmarks/README.md (or append it), so a
+    benchmark's --readme rewrites its own figures and nothing else."""
+    text = readme.read_text(encoding="utf-8") if readme.exists() else "# Benchmarks\n"
+    if section in text:
+        start = text.index(section)
+        nxt = text.find("\n## ", start + len(section))
+        text = text[:start] + body + (text[nxt + 1 :] if nxt != -1 else "")
+    else:
+        text = text.rstrip("\n") + "\n\n" + body
+    readme.write_text(text, encoding="utf-8")
+    print(f"wrote {readme}")
