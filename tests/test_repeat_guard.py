@@ -10,7 +10,7 @@ from model_factory import CHARS, build_and_save
 from test_sampling import DRAWS, chi_square_p, softmax
 
 from charlstm import runtime
-from charlstm.batches import split_ids
+from charlstm.batches import RemappedIds, span, split_ids
 from charlstm.errors import CharlstmError
 from charlstm.vocab import Vocabulary, longest_runs
 
@@ -45,6 +45,27 @@ def test_longest_runs_across_chunk_boundaries_and_on_a_memory_map(tmp_path):
     ids.tofile(path)
     mapped = np.memmap(path, dtype=np.uint16, mode="r")
     np.testing.assert_array_equal(longest_runs(mapped, 300, chunk=999), _reference_runs(ids.tolist(), 300))
+    # as the trainer reads a prepared corpus: chunks from the file (batches.span), of a slice of the map
+    # (the training part), and through a fine-tuned model's renumbering table
+    part = mapped[123:4567]
+    expected = _reference_runs(ids[123:4567].tolist(), 300)
+    np.testing.assert_array_equal(longest_runs(part, 300, chunk=999, read=span), expected)
+    table = np.arange(300)[::-1]
+    np.testing.assert_array_equal(
+        longest_runs(RemappedIds(part, table), 300, chunk=777, read=span), expected[table.argsort()]
+    )
+
+
+def test_span_reads_what_slicing_gives_from_every_kind_of_id_array(tmp_path):
+    ids = np.arange(1000, dtype=np.uint16) % 97
+    path = tmp_path / "ids.bin"
+    ids.tofile(path)
+    mapped = np.memmap(path, dtype=np.uint16, mode="r")
+    table = (np.arange(97) * 5) % 97
+    for source, plain in ((ids, ids), (mapped, ids), (mapped[100:900], ids[100:900]),
+                          (RemappedIds(mapped[10:], table), table[ids[10:]])):
+        for start, stop in ((0, 10), (5, 700), (650, 5000), (len(plain), len(plain) + 3)):
+            np.testing.assert_array_equal(span(source, start, stop), plain[start:stop])
 
 
 @pytest.fixture(scope="module")

@@ -119,6 +119,17 @@ def read_rows(ids: np.memmap, starts: np.ndarray, length: int) -> np.ndarray:
     return np.frombuffer(data, dtype=ids.dtype).reshape(len(starts), length)
 
 
+def span(ids: Any, start: int, stop: int) -> np.ndarray:
+    """ids[start:stop], read as `gather` reads rows: from the file for a memory-mapped prepared corpus (so a pass
+    over all of it maps nothing: see `read_rows`), through the table for a `RemappedIds` view."""
+    stop = min(stop, len(ids))
+    if isinstance(ids, RemappedIds):
+        return ids.table[span(ids.ids, start, stop)]
+    if isinstance(ids, np.memmap) and ids.filename:
+        return read_rows(ids, np.array([start], dtype=np.int64), max(stop - start, 0))[0]
+    return np.asarray(ids[start:stop])
+
+
 class RemappedIds:
     """An id array seen through a lookup table, lazily (a fine-tuned model may number characters otherwise
     than the corpus): indexing returns table[ids[index]], so a memory-mapped corpus is never copied whole."""

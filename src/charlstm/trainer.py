@@ -498,6 +498,8 @@ def make_model(plan: Plan, spec: Any, steps: int, dist: strategies.Distributed |
 # -- phase 6: run files and callbacks ------------------------------------------------------------------------
 def run_metadata(plan: Plan, text: Text, spec: Any) -> dict[str, Any]:
     """Everything a model file and config.json say about the run (the training state is added per save)."""
+    from charlstm.batches import span  # reads a prepared corpus from its file, not through its memory map
+
     config, corpus = plan.config, text.corpus
     strip = corpus.meta["preprocessing"]["strip_gutenberg"]
     return {
@@ -524,7 +526,7 @@ def run_metadata(plan: Plan, text: Text, spec: Any) -> dict[str, Any]:
         },
         "seeds": _seeds(text.train_ids, text.vocab, 16, plan.config.maxlen, plan.config.seed),
         # each character's longest run in the training text, by id: generation never goes past it (max_repeat)
-        "longest_runs": longest_runs(text.train_ids, text.vocab.size).tolist(),
+        "longest_runs": longest_runs(text.train_ids, text.vocab.size, read=span).tolist(),
         "trained_with": backends.describe(),
     }
 
