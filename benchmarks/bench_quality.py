@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import time
 
 import numpy as np
-from common import OUT, ROOT, seed_keras_cache, time_budget_callback, window_loss
+from common import OUT, ROOT, cpu_name, seed_keras_cache, time_budget_callback, window_loss
 
 LABELS = {
     "classic": "classic (the lesson)",
@@ -137,7 +138,7 @@ def plot(rows: list[dict]) -> None:
     for name in dict.fromkeys(r["variant"] for r in rows if r["epoch"] != ""):
         rs = [r for r in rows if r["variant"] == name]
         ax.plot([r["seconds"] for r in rs], [r["val_window40"] for r in rs], "o-", ms=3, label=LABELS.get(name, name))
-    ax.set_xlabel("training wall time (s), 2-core CPU")
+    ax.set_xlabel(f"training wall time (s), {cpu_name()} ({os.cpu_count()} cores)")
     ax.set_ylabel("validation loss, 40-char context (nats/char)")
     ax.set_title("Treasure Island: classic (the lesson) vs default recipe")
     ax.grid(alpha=0.3)
