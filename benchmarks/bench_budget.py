@@ -51,9 +51,9 @@ def _append(row: dict) -> None:
 
 
 def _val_ids(corpus: str):
-    from charlstm.batches import split_ids
-    from charlstm.corpus import load_corpus, preprocess
-    from charlstm.vocab import Vocabulary
+    from charlstm.data.batches import split_ids
+    from charlstm.data.corpus import load_corpus, preprocess
+    from charlstm.data.vocab import Vocabulary
 
     text = preprocess(load_corpus(corpus).text, strip_gutenberg_text=True, normalize="none", lowercase=True,
                       ascii_only=True)
@@ -62,7 +62,7 @@ def _val_ids(corpus: str):
 
 
 def _steps_per_s(out) -> float:
-    from charlstm.modelfile import read_meta
+    from charlstm.training.saving import read_meta
 
     return float(read_meta(out / "last.keras")["train_state"]["budget"]["steps_per_second"] or 0.0)
 

@@ -50,9 +50,9 @@ TARGETS = {
 def make_models(folder: Path) -> dict[str, tuple[Path, object]]:
     import keras
 
-    from charlstm.model import ModelSpec, build_model
-    from charlstm.modelfile import save_model
-    from charlstm.vocab import Vocabulary
+    from charlstm.data.vocab import Vocabulary
+    from charlstm.training.model import ModelSpec, build_model
+    from charlstm.training.saving import save_model
 
     keras.utils.set_random_seed(0)
     vocab = Vocabulary(VOCAB)
@@ -101,7 +101,7 @@ def lesson_loop(model, n_chars: int, blocks: int = 3) -> float:
 
 def runtime_speed(path: Path, length: int, num_samples: int, repeats: int = 3) -> float:
     """Median aggregate chars/s of charlstm's runtime (stateful) over `repeats` runs."""
-    from charlstm import runtime
+    from charlstm.generation import model as runtime
 
     model = runtime.load(path)
     model.generate("the sea ", 50, 1.0, seed=0, num_samples=num_samples)  # warm-up
@@ -213,7 +213,7 @@ character, NumPy only), the median of 3 runs; (c) counts the characters of all 6
 
 Machine: {machine}.
 
-Batched steps (64 samples, or `evaluate`'s 64 streams) run on one BLAS thread (`runtime._OneBlasThread`, via threadpoolctl):
+Batched steps (64 samples, or `evaluate`'s 64 streams) run on one BLAS thread (`runtime.OneBlasThread`, via threadpoolctl):
 OpenBLAS splits a 64 x 128 by 128 x 512 product over threads that then wait for each other, and on this
 shared 2-core machine that product took 3.4-6.5 ms on the default 2 threads against 0.17 ms on one (measured
 once while writing this benchmark). Batch 1 (vector times matrix) is left alone.

@@ -36,9 +36,9 @@ def throughput(layers: int, units: int, precision: str | None, batch: int, min_s
     """Target chars/s of `fit` on device-resident random batches, after a compile/warm-up call."""
     import keras
 
-    from charlstm.model import ModelSpec, build_model
-    from charlstm.recipes import make_config
-    from charlstm.trainer import _compile
+    from charlstm.training.model import ModelSpec, build_model
+    from charlstm.training.model import compile_model as _compile
+    from charlstm.training.recipes import make_config
 
     keras.utils.set_random_seed(0)
     config = make_config("default", layers=layers, units=units, mixed_precision=precision, batch_size=batch)
@@ -94,12 +94,14 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="small sizes and a 20 s budget: checks the script on a CPU")
     ap.add_argument("--backend", default="tensorflow", choices=["tensorflow", "jax"])
     args = ap.parse_args()
-    from charlstm import backend as backends
+    from charlstm.training import backend as backends
 
     backends.select(args.backend)
     seed_keras_cache()
     started = time.time()
-    info = backends.describe()
+    from charlstm.training.device import describe
+
+    info = describe()
     print(f"device: {json.dumps(info)}", flush=True)
     sizes = [(1, 64)] if args.quick else SIZES
     batches = [16, 64] if args.quick else BATCHES

@@ -46,7 +46,8 @@ def main() -> None:
 
 def run(args: argparse.Namespace, tmp: Path) -> None:
     import charlstm
-    from charlstm.prepared import TextOptions, open_prepared
+    from charlstm.data.prepared import open_prepared
+    from charlstm.data.sources import TextOptions
 
     text = tmp / "big.txt"
     size = make_text(text, args.mb, ["tiny_shakespeare.txt", "treasure_island.txt"])
@@ -57,10 +58,10 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
     import keras
     import tensorflow as tf
 
-    from charlstm.batches import make_sequence_batches, to_tf_dataset
-    from charlstm.model import build_model
-    from charlstm.recipes import make_config
-    from charlstm.trainer import _compile, model_spec
+    from charlstm.data.batches import make_sequence_batches, to_tf_dataset
+    from charlstm.training.model import build_model, model_spec
+    from charlstm.training.model import compile_model as _compile
+    from charlstm.training.recipes import make_config
 
     config = make_config("default")
     batches = make_sequence_batches(corpus.train_ids, config.seq_len, config.batch_size, config.seed)

@@ -26,10 +26,10 @@ def main() -> None:
 
     seed_keras_cache()
     import charlstm
-    from charlstm.batches import split_ids
-    from charlstm.corpus import load_corpus
-    from charlstm.recipes import TrainConfig
-    from charlstm.trainer import _prepare_text
+    from charlstm.data.batches import split_ids
+    from charlstm.data.corpus import load_corpus
+    from charlstm.training.plan import _prepare_text
+    from charlstm.training.recipes import TrainConfig
 
     model = charlstm.load(args.model)
     config = TrainConfig.from_json(model.meta["config"])

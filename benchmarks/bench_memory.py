@@ -72,7 +72,7 @@ def stop_after(batches: int):
 def phase(args: argparse.Namespace) -> dict:
     """One measurement, in this (fresh) process."""
     import charlstm
-    from charlstm.prepared import TextOptions
+    from charlstm.data.sources import TextOptions
 
     started = time.time()
     if args.phase == "prepare":

@@ -50,10 +50,10 @@ def main() -> None:
     import keras
 
     import charlstm
-    from charlstm.batches import split_ids
-    from charlstm.corpus import load_corpus, preprocess
-    from charlstm.runtime import load
-    from charlstm.vocab import Vocabulary
+    from charlstm.data.batches import split_ids
+    from charlstm.data.corpus import load_corpus, preprocess
+    from charlstm.data.vocab import Vocabulary
+    from charlstm.generation.model import load
 
     raw = load_corpus("treasure-island").text
     text = preprocess(raw, strip_gutenberg_text=True, normalize="none", lowercase=True, ascii_only=True)

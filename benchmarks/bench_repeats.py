@@ -24,9 +24,9 @@ from common import OUT, seed_keras_cache
 def training_runs(model) -> np.ndarray:
     if model.meta.get("longest_runs"):
         return np.asarray(model.meta["longest_runs"])
-    from charlstm.recipes import TrainConfig
-    from charlstm.trainer import Plan, read_text
-    from charlstm.vocab import longest_runs
+    from charlstm.data.vocab import longest_runs
+    from charlstm.training.plan import Plan, read_text
+    from charlstm.training.recipes import TrainConfig
 
     config = TrainConfig.from_json(model.meta["config"])
     text = read_text(Plan(config, model.meta["corpus"]["source"], None))
@@ -95,8 +95,8 @@ def main() -> None:
     ap.add_argument("--variants", default="plain,guard,penalty,minp")
     args = ap.parse_args()
     seed_keras_cache()
-    from charlstm.generation import RepeatGuard
-    from charlstm.runtime import load
+    from charlstm.generation.model import load
+    from charlstm.generation.processors import RepeatGuard
 
     results = []
     for path in args.models:

@@ -46,9 +46,9 @@ TARGETS = {"ratio": 3.0, "p99_first_ms": 250.0}
 def make_model(folder: Path) -> Path:
     import keras
 
-    from charlstm.model import ModelSpec, build_model
-    from charlstm.modelfile import save_model
-    from charlstm.vocab import Vocabulary
+    from charlstm.data.vocab import Vocabulary
+    from charlstm.training.model import ModelSpec, build_model
+    from charlstm.training.saving import save_model
 
     keras.utils.set_random_seed(0)
     vocab = Vocabulary(VOCAB)

@@ -154,9 +154,9 @@ def keras_worker(backend: str, recipe: str, knobs: set[str], steps: int) -> dict
             tf.config.threading.set_inter_op_parallelism_threads(1)
     import keras
 
-    from charlstm.model import ModelSpec, build_model
-    from charlstm.recipes import make_config
-    from charlstm.trainer import _optimizer
+    from charlstm.training.model import ModelSpec, build_model
+    from charlstm.training.model import make_optimizer as _optimizer
+    from charlstm.training.recipes import make_config
 
     r = _shape(recipe, knobs)
     config = make_config(recipe)
@@ -271,7 +271,7 @@ def train_worker(backend: str, recipe: str, steps: int) -> dict:
     from common import DATA
 
     import charlstm
-    from charlstm.recipes import make_config
+    from charlstm.training.recipes import make_config
 
     times: list[float] = []
 

@@ -31,14 +31,14 @@ def build_and_save(
     preprocessing: dict[str, Any] | None = None,
     extra_meta: dict[str, Any] | None = None,
 ) -> Any:
-    """Build a model with charlstm.model.build_model, give every bias random non-zero values (so GRU's two
+    """Build a model with charlstm.training.model.build_model, give every bias random non-zero values (so GRU's two
     biases and the LSTM gate biases all matter), scale the output layer, save it as a charlstm file and return
     the Keras model."""
     import keras
 
-    from charlstm.model import ModelSpec, build_model
-    from charlstm.modelfile import save_model
-    from charlstm.vocab import Vocabulary
+    from charlstm.data.vocab import Vocabulary
+    from charlstm.training.model import ModelSpec, build_model
+    from charlstm.training.saving import save_model
 
     keras.utils.set_random_seed(seed)
     vocab = Vocabulary(chars, has_unknown=has_unknown)

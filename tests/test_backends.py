@@ -19,10 +19,10 @@ import pytest
 from conftest import run_cli
 
 import charlstm
-from charlstm import backend as backends
-from charlstm import probe
 from charlstm.errors import CharlstmError
-from charlstm.runtime import load
+from charlstm.generation.model import load
+from charlstm.training import backend as backends
+from charlstm.training import probe
 
 TINY = ["--layers", "1", "--units", "24", "--embedding-dim", "8", "--seq-len", "24", "--batch-size", "8",
         "--lr", "0.01", "--sample-length", "20", "--sample-temperatures", "0.5", "--quiet"]

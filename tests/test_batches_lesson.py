@@ -5,15 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from charlstm.batches import (
+from charlstm.data.batches import (
     make_sequence_batches,
     make_window_batches,
     sequence_starts,
     split_ids,
     window_starts,
 )
+from charlstm.data.vocab import Vocabulary
 from charlstm.errors import CharlstmError
-from charlstm.vocab import Vocabulary
 
 MAXLEN, STEP = 40, 3
 

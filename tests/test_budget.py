@@ -19,10 +19,10 @@ import pytest
 from conftest import TINY_TEXT, run_cli
 
 import charlstm
-from charlstm import budget as budgets
-from charlstm.budget import BudgetSchedule, choose_size, lr_factor, parse_duration
 from charlstm.errors import CharlstmError, TrainingInterrupted
-from charlstm.modelfile import read_meta
+from charlstm.training import budget as budgets
+from charlstm.training.budget import BudgetSchedule, choose_size, lr_factor, parse_duration
+from charlstm.training.saving import read_meta
 
 SMALL = dict(embedding_dim=8, seq_len=24, batch_size=8, lr=1e-2, sample_length=20, sample_temperatures=[0.5],
              verbose=0)
@@ -305,8 +305,8 @@ def test_time_for_an_epoch_run_then_ctrl_c_then_the_rest_of_the_time(tiny_corpus
 LR_CHECK = """
 import json, sys
 import numpy as np, keras
-from charlstm.backend import set_learning_rate
-from charlstm.model import ModelSpec, build_model
+from charlstm.training.backend import set_learning_rate
+from charlstm.training.model import ModelSpec, build_model
 
 keras.utils.set_random_seed(0)
 model = build_model(ModelSpec(20, embedding_dim=4, layers=1, units=8))
@@ -356,7 +356,7 @@ def test_a_budgeted_run_on_jax(tmp_path, tiny_corpus):
 
 
 def test_the_demo_trains_for_a_time_budget_not_epochs(tmp_path):
-    from charlstm.cli import DEMO_SETTINGS
+    from charlstm.cli.train import DEMO_SETTINGS
 
     assert DEMO_SETTINGS["time"] == "90s" and "epochs" not in DEMO_SETTINGS  # the same time on every machine
     out = tmp_path / "demo"

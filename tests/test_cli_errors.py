@@ -10,7 +10,7 @@ import pytest
 from conftest import run_cli
 
 import charlstm
-from charlstm.corpus import NAMED_CORPORA
+from charlstm.data.corpus import NAMED_CORPORA
 
 # a proxy on a closed local port: any download fails at once, whatever the network (no minutes of waiting)
 OFFLINE = {"https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9", "no_proxy": "",

@@ -25,10 +25,10 @@ import numpy as np
 import pytest
 from conftest import run_cli
 
-from charlstm import strategy
-from charlstm.batches import make_sequence_batches, make_window_batches, shard_rows, to_tf_dataset
+from charlstm.data.batches import make_sequence_batches, make_window_batches, shard_rows, to_tf_dataset
 from charlstm.errors import CharlstmError
-from charlstm.runtime import load
+from charlstm.generation.model import load
+from charlstm.training import strategy
 
 TIMEOUT = 240  # seconds for any one distributed run (they take 10-30 s on 2 cores)
 # val_frac 0.13 gives 10 validation rows of 24 characters: an even share for 2 replicas, none left out

@@ -14,9 +14,9 @@ import pytest
 from conftest import run_cli
 from model_factory import CHARS, build_and_save
 
-from charlstm import runtime
 from charlstm.errors import CharlstmError
-from charlstm.sampling import probabilities, sample
+from charlstm.generation import model as runtime
+from charlstm.generation.sampling import probabilities, sample
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 

@@ -1,4 +1,4 @@
-"""The per-request generation state (charlstm.generation): generations stepped together give the texts they
+"""The per-request generation state (charlstm.generation.state): generations stepped together give the texts they
 give alone, logit processors see each row's history and constrain it, several stop strings."""
 
 from __future__ import annotations
@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 from model_factory import CHARS, build_and_save
 
-from charlstm import runtime
-from charlstm.generation import Batch, RowHistory, step
+from charlstm.generation import model as runtime
+from charlstm.generation.processors import RowHistory
+from charlstm.generation.state import Batch, step
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 

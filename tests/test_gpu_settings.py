@@ -13,12 +13,11 @@ import numpy as np
 import pytest
 
 import charlstm
-from charlstm.model import ModelSpec, build_model
-from charlstm.modelfile import load_keras_model
-from charlstm.recipes import make_config
-from charlstm.runtime import load
-from charlstm.trainer import model_spec
-from charlstm.vocab import Vocabulary
+from charlstm.data.vocab import Vocabulary
+from charlstm.generation.model import load
+from charlstm.training.model import ModelSpec, build_model, model_spec
+from charlstm.training.recipes import make_config
+from charlstm.training.saving import load_keras_model
 
 # the module, not the function of the same name that the package re-exports
 tf_rnn = importlib.import_module("keras.src.backend.tensorflow.rnn")

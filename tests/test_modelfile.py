@@ -19,8 +19,8 @@ import pytest
 import charlstm
 from charlstm.errors import CharlstmError
 from charlstm.fileio import save_atomic, write_atomic
-from charlstm.modelfile import FORMAT_VERSION, load_keras_model, read_meta, save_model
-from charlstm.runtime import META_ENTRY
+from charlstm.generation.modelfile import META_ENTRY
+from charlstm.training.saving import FORMAT_VERSION, load_keras_model, read_meta, save_model
 
 PRIME = "the dog sat on "
 

@@ -13,12 +13,15 @@ import numpy as np
 import pytest
 from conftest import run_cli
 
-import charlstm.prepared as prepared_module
-from charlstm.batches import make_sequence_batches, make_window_batches, split_ids, to_tf_dataset
-from charlstm.corpus import load_corpus, preprocess
+import charlstm.data.cache as cache_module
+import charlstm.data.sources as sources_module
+from charlstm.data.batches import make_sequence_batches, make_window_batches, split_ids, to_tf_dataset
+from charlstm.data.corpus import load_corpus, preprocess
+from charlstm.data.prepare import prepare
+from charlstm.data.prepared import open_prepared
+from charlstm.data.sources import TextOptions
+from charlstm.data.vocab import Vocabulary
 from charlstm.errors import CharlstmError
-from charlstm.prepared import TextOptions, open_prepared, prepare
-from charlstm.vocab import Vocabulary
 
 
 def whole_text_ids(source: Path | str, opts: TextOptions) -> tuple[Vocabulary, np.ndarray]:
@@ -61,7 +64,7 @@ def test_chunked_preparation_gives_the_whole_text_ids(tmp_path, monkeypatch, opt
     vocab, ids = whole_text_ids(src, opts)
     # with 1..7-byte reads a read ends inside every multi-byte character and every combining sequence;
     # a 16-character carry limit makes the long line end pieces before spaces too
-    monkeypatch.setattr(prepared_module, "CARRY_LIMIT", 16)
+    monkeypatch.setattr(sources_module, "CARRY_LIMIT", 16)
     inside_char = {i for i in range(1, len(data)) if data[i] & 0xC0 == 0x80}
     for chunk in range(1, 8):
         assert any(i % chunk == 0 for i in inside_char)
@@ -118,7 +121,7 @@ def test_prepared_ids_use_the_smallest_dtype_and_round_trip(tmp_path, symbols):
     assert (out / "ids.bin").stat().st_size == len(text) * np.dtype(expected).itemsize
     assert corpus.vocab.decode(corpus.ids) == text
     # batches read rows from the file at the right place, whatever the item size and the slice's offset
-    from charlstm.batches import gather
+    from charlstm.data.batches import gather
 
     part, starts = corpus.ids[3:], np.array([0, 7, len(text) - 10])
     np.testing.assert_array_equal(gather(part, starts, 6), np.asarray(part)[starts[:, None] + np.arange(6)])
@@ -297,7 +300,7 @@ class _SigintAfterFirstEpoch:
 def test_resume_and_init_from_work_with_a_prepared_corpus(tiny_corpus, tiny_run, tmp_path):
     import charlstm
     from charlstm.errors import TrainingInterrupted
-    from charlstm.runtime import load
+    from charlstm.generation.model import load
 
     corpus_dir = tmp_path / "p"
     prepare(tiny_corpus, corpus_dir, TextOptions(), verbose=False)
@@ -337,7 +340,7 @@ def test_a_big_text_is_prepared_once_into_the_cache_and_trains_like_a_small_one(
     monkeypatch.setenv("CHARLSTM_CACHE", str(cache))
     charlstm.train(str(tiny_corpus), out=tmp_path / "memory", epochs=1, **SMALL)  # below the threshold
     assert not cache.exists()
-    monkeypatch.setattr(prepared_module, "CACHE_THRESHOLD_BYTES", 1000)
+    monkeypatch.setattr(cache_module, "CACHE_THRESHOLD_BYTES", 1000)
     verbose = dict(SMALL, verbose=1)
     charlstm.train(str(tiny_corpus), out=tmp_path / "first", epochs=1, **verbose)
     first = capsys.readouterr().out

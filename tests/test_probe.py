@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from charlstm import probe
-from charlstm.recipes import make_config
+from charlstm.training import probe
+from charlstm.training.recipes import make_config
 
 CPU = "cpu"
 

@@ -9,10 +9,10 @@ from conftest import TINY_TEXT, run_cli
 from model_factory import CHARS, build_and_save
 from test_sampling import DRAWS, chi_square_p, softmax
 
-from charlstm import runtime
-from charlstm.batches import RemappedIds, span, split_ids
+from charlstm.data.batches import RemappedIds, span, split_ids
+from charlstm.data.vocab import Vocabulary, longest_runs
 from charlstm.errors import CharlstmError
-from charlstm.vocab import Vocabulary, longest_runs
+from charlstm.generation import model as runtime
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 

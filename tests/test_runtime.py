@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from model_factory import CHARS, build_and_save, keras_logits
 
-from charlstm import runtime
 from charlstm.errors import CharlstmError
+from charlstm.generation import model as runtime
 
 TOL = 1e-4
 # Keras's own saving code trips a NumPy 2 deprecation warning; not ours to fix
@@ -113,7 +113,7 @@ print(json.dumps(heavy))
 
 @pytest.mark.parametrize(
     "imports, loader",
-    [("import json\nimport charlstm.runtime", "charlstm.runtime.load"), ("import json\nimport charlstm", "charlstm.load")],
+    [("import json\nimport charlstm.generation.model", "charlstm.generation.model.load"), ("import json\nimport charlstm", "charlstm.load")],
 )
 def test_generation_never_imports_tensorflow_or_keras(tmp_path, imports, loader):
     path = tmp_path / "m.keras"
@@ -151,10 +151,10 @@ def test_batched_steps_use_one_blas_thread_and_restore_the_setting(tmp_path):
         return max(info["num_threads"] for info in ThreadpoolController().select(user_api="blas").info())
 
     with threadpool_limits(limits=2, user_api="blas"):
-        with runtime._OneBlasThread(True):
+        with runtime.OneBlasThread(True):
             assert get() == 1
         assert get() == 2
-        with runtime._OneBlasThread(False):  # batch 1: left alone
+        with runtime.OneBlasThread(False):  # batch 1: left alone
             assert get() == 2
         path = tmp_path / "m.keras"
         build_and_save(path)

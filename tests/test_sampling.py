@@ -9,7 +9,7 @@ import pytest
 from scipy import stats
 
 from charlstm.errors import CharlstmError
-from charlstm.sampling import check_options, entropy, probabilities, sample
+from charlstm.generation.sampling import check_options, entropy, probabilities, sample
 
 DRAWS = 20_000
 

@@ -14,8 +14,8 @@ import pytest
 from fastapi.testclient import TestClient
 from servers import WIDE_CHARS, make_model
 
-from charlstm import runtime
 from charlstm.errors import CharlstmError
+from charlstm.generation import model as runtime
 from charlstm.server import Limits, create_app, load_entries
 from charlstm.server.batcher import FLUSH_S, Job
 from charlstm.server.openai_api import StopHolder

@@ -9,7 +9,7 @@ import httpx
 import pytest
 from servers import get_json, live_server, make_model
 
-from charlstm import runtime
+from charlstm.generation import model as runtime
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 TOKEN = "live-test-token"

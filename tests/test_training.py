@@ -17,9 +17,9 @@ import pytest
 from conftest import TINY_TEXT, run_cli
 
 import charlstm
-from charlstm.batches import make_sequence_batches, sequence_layout, sequence_starts, split_ids
+from charlstm.data.batches import make_sequence_batches, sequence_layout, sequence_starts, split_ids
 from charlstm.errors import CharlstmError, TrainingInterrupted
-from charlstm.runtime import load
+from charlstm.generation.model import load
 
 SMALL = dict(layers=1, units=32, embedding_dim=8, seq_len=24, batch_size=8, lr=1e-2, sample_length=20,
              sample_temperatures=[0.5], verbose=0)

@@ -17,11 +17,13 @@ import numpy as np
 import pytest
 from conftest import run_cli
 
-from charlstm.corpus import decode_bytes, load_corpus, preprocess
+from charlstm.data.corpus import decode_bytes, load_corpus, preprocess
+from charlstm.data.vocab import Vocabulary
 from charlstm.errors import CharlstmError
-from charlstm.recipes import make_config
-from charlstm.runtime import _read_weights, load, model_from_parts, read_model_file
-from charlstm.vocab import Vocabulary
+from charlstm.generation.model import load, model_from_parts
+from charlstm.generation.modelfile import read_model_file
+from charlstm.generation.modelfile import read_weights as _read_weights
+from charlstm.training.recipes import make_config
 
 EXT_B = "\U00020000\U00020001"  # 𠀀𠀁: CJK Extension B, outside the BMP (a surrogate pair in UTF-16)
 EMOJI = "\U0001f600"  # 😀
@@ -179,7 +181,7 @@ def test_prime_with_rare_characters_follows_the_policy(nfc_run):
 
 def test_default_primes_encode_strictly(nfc_run):
     """The seeds stored as default primes hold only vocabulary characters, so `generate` needs no --unknown."""
-    from charlstm.trainer import _seeds
+    from charlstm.training.plan import seeds as _seeds
 
     vocab = Vocabulary.build(TEXT, min_count=2)
     ids = vocab.encode(TEXT, unknown="replace")

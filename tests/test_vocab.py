@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
+from charlstm.data.vocab import Vocabulary
 from charlstm.errors import CharlstmError
-from charlstm.vocab import Vocabulary
 
 MIXED = "Hello, wörld! Ünïcode: 李白 — ☃ 😀\n\ttabs and\r\nnewlines… ½ x²"
 

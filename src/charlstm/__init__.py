@@ -14,27 +14,27 @@ __version__ = "0.1.0"
 __all__ = ["CharlstmError", "train", "prepare", "load", "CharModel", "__version__"]
 
 if TYPE_CHECKING:
-    from charlstm.runtime import CharModel
+    from charlstm.generation.model import CharModel
 
 
 def load(path: str) -> CharModel:
     """Load a charlstm `.keras` model file for generation (NumPy runtime, no TensorFlow)."""
-    from charlstm.runtime import load as _load
+    from charlstm.generation.model import load as _load
 
     return _load(path)
 
 
 def __getattr__(name: str) -> Any:
     if name == "train":
-        from charlstm.trainer import train
+        from charlstm.training.trainer import train
 
         return train
     if name == "prepare":
-        from charlstm.prepared import prepare
+        from charlstm.data.prepare import prepare
 
         return prepare
     if name == "CharModel":
-        from charlstm.runtime import CharModel
+        from charlstm.generation.model import CharModel
 
         return CharModel
     raise AttributeError(f"module 'charlstm' has no attribute {name!r}")

@@ -23,7 +23,6 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.sse import EventSourceResponse, format_sse_event
 
-from charlstm import __version__
 from charlstm.server.batcher import stats
 from charlstm.server.catalog import Entry
 from charlstm.server.limits import Limits
@@ -42,6 +41,17 @@ class _AsciiJSON(JSONResponse):
 
         return json.dumps(content, ensure_ascii=True, separators=(",", ":")).encode("ascii")
 
+
+
+def _version() -> str:
+    """The installed package's version (read from its metadata: the server does not import charlstm's top
+    level, which would reach the training layer)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("charlstm")
+    except PackageNotFoundError:
+        return "unknown"
 
 def _page_files() -> dict[str, bytes]:
     folder = resources.files("charlstm.server") / "static"
@@ -66,7 +76,7 @@ def create_app(entries: Sequence[Entry], limits: Limits | None = None, token: st
 
     app = FastAPI(
         title="charlstm",
-        version=__version__,
+        version=_version(),
         description=(
             "Character-level LSTM text generation. `/api/...`: charlstm's own API; `/v1/...`: OpenAI-compatible "
             "completions (one token = one character). Concurrent generations on a model are stepped together."

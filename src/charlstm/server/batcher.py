@@ -1,7 +1,7 @@
 """Cross-request batching: every generation running on a model steps through the network together.
 
 One `Batcher` per model owns a thread that loops: take in the requests that arrived (they join between steps),
-drop the cancelled and the timed-out, then `charlstm.generation.step(...)` over all the rest — their stateful
+drop the cancelled and the timed-out, then `charlstm.generation.state.step(...)` over all the rest — their stateful
 rows stacked into one batch, each request keeping its own rows, sampling settings, random stream and stop
 strings, so its text is what it would be alone — and hand each request its new characters. Requests leave as
 soon as they are finished.
@@ -22,8 +22,8 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from charlstm.generation import Batch, Generation
-from charlstm.runtime import CharModel
+from charlstm.generation.model import CharModel
+from charlstm.generation.state import Batch, Generation
 
 log = logging.getLogger("charlstm.server")
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from charlstm.errors import CharlstmError
-from charlstm.runtime import CharModel, load
+from charlstm.generation.model import CharModel, load
 
 LN2 = math.log(2)
 

@@ -1,200 +1,31 @@
-"""Generation and evaluation in plain NumPy, straight from a `.keras` file: no TensorFlow, no Keras.
+"""A loaded model (`CharModel`): generation and evaluation in plain NumPy, straight from a `.keras` file.
 
-A `.keras` file is a zip of `config.json` (the layer graph), `model.weights.h5` and, for charlstm models,
-`charlstm.json` (vocabulary, preprocessing, recipe). This module reads those with `zipfile` + `h5py` and runs
-the network one character at a time, carrying the LSTM/GRU state: the prime is read once, then every new
-character costs one step of each layer. The first layer's input projection (embedding or one-hot times the
-kernel, plus bias) is folded into one (V, gates) table, so a step starts with a row lookup, not a matmul.
+The file is read by modelfile.py (zipfile + h5py), the layers run one time step at a time in network.py,
+and each request's rows, sampling and stops live in state.py. The prime is read once, then every new
+character costs one step of each layer, carrying the LSTM/GRU state. No TensorFlow, no Keras.
 """
 
 from __future__ import annotations
 
-import io
-import json
 import os
-import re
 import unicodedata
-import zipfile
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from charlstm.data.vocab import Vocabulary
 from charlstm.errors import CharlstmError
-from charlstm.generation import (
-    Generation,
-    LogitProcessor,
-    RepeatGuard,
-    Sampling,
-    StatefulContext,
-    WindowContext,
-    step,
-)
-from charlstm.vocab import Vocabulary
-
-META_ENTRY = "charlstm.json"
-FORMAT = "charlstm-model"
-
-
-_BLAS = None  # threadpoolctl's controller, made once (inspecting the loaded libraries takes milliseconds)
-
-
-class _OneBlasThread:
-    """Inside `with`: BLAS on one thread (threadpoolctl), restored on exit.
-
-    A batched step multiplies small matrices (64 x 128 by 128 x 512); OpenBLAS splits those over threads that
-    then wait for each other, which on a busy machine is 10-30x slower than one thread. Batch 1 (a vector
-    times a matrix) is left alone. The limit is held per step, never across a `yield`, so the caller's own
-    NumPy work between generated characters keeps its threads.
-    """
-
-    def __init__(self, active: bool) -> None:
-        self.active = active
-        self.limiter: Any = None
-
-    def __enter__(self) -> None:
-        global _BLAS
-        if self.active:
-            if _BLAS is None:
-                from threadpoolctl import ThreadpoolController
-
-                _BLAS = ThreadpoolController()
-            self.limiter = _BLAS.limit(limits=1, user_api="blas")  # applies at once
-
-    def __exit__(self, *exc: object) -> None:
-        if self.limiter is not None:
-            self.limiter.restore_original_limits()
-            self.limiter = None
-
-
-_ALL_BLAS_THREADS = _OneBlasThread(False)  # a no-op, shared: batch 1 keeps BLAS' own threading
-
-
-def rowwise(x: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """x @ w for x (B, K), computed row by row (one vector-matrix product per row, in one C loop).
-
-    A matrix-matrix product picks its BLAS kernel by the number of rows and a row's place among them, and the
-    kernels round differently (by ~1e-7): a row's logits would depend on which other rows it was stacked with.
-    Row by row, each row's result is bit for bit what it is alone — so a request's text does not depend on
-    the other requests stepped with it. No grouping of rows into matrix products kept that on this machine's
-    OpenBLAS (measured: a row's bits follow its place in the kernel's tiles and the number of rows), so the
-    price is paid: 64 rows of 128 x 512 take about 2x one 64-row matrix product, and 64 samples as one batch
-    generate about a third fewer characters a second than with matrix products (benchmarks/README.md).
-    Batch 1 is the same vector-matrix product either way.
-    """
-    if len(x) == 1:  # the same vector-matrix product (gemv), without the stacked loop's overhead
-        return x @ w
-    return (x[:, None, :] @ w)[:, 0, :]
-
-
-@dataclass
-class RecurrentLayer:
-    """One LSTM or GRU layer in Keras' layout (gate order i, f, c, o for LSTM; z, r, h for GRU).
-
-    For stepping, the weights are also kept in a fused layout: LSTM gates reordered to i, f, o, c, and every
-    sigmoid gate's columns halved, so one tanh over all gates gives sigmoid(x) = 0.5 * tanh(x / 2) + 0.5 for
-    the gates and tanh for the candidate. Halving is exact in floating point, so results are unchanged.
-    """
-
-    cell: str
-    units: int
-    kernel: np.ndarray  # (in, G*u)
-    recurrent: np.ndarray  # (u, G*u)
-    bias: np.ndarray  # LSTM: (4u,); GRU (reset_after): (2, 3u) = input bias, recurrent bias
-
-    def __post_init__(self) -> None:
-        u = self.units
-        if self.cell == "lstm":
-            order = np.r_[0 : 2 * u, 3 * u : 4 * u, 2 * u : 3 * u]  # i, f, o, c
-            scale = np.r_[np.full(3 * u, 0.5), np.ones(u)].astype(np.float32)
-            bias_in, self._bias_rec = self.bias[order] * scale, None
-        else:
-            order = np.arange(3 * u)
-            scale = np.r_[np.full(2 * u, 0.5), np.ones(u)].astype(np.float32)
-            bias_in = self.bias[0] * scale
-            self._bias_rec = np.ascontiguousarray(self.bias[1] * scale, dtype=np.float32)
-        self._kernel = np.ascontiguousarray(self.kernel[:, order] * scale, dtype=np.float32)
-        self._recurrent = np.ascontiguousarray(self.recurrent[:, order] * scale, dtype=np.float32)
-        self._bias_in = np.ascontiguousarray(bias_in, dtype=np.float32)
-
-    def input_bias(self) -> np.ndarray:
-        return self.bias if self.cell == "lstm" else self.bias[0]
-
-    def project(self, x: np.ndarray, by_row: bool = False) -> np.ndarray:
-        """The input's share of every gate, in the fused layout `step` takes: x @ kernel + input bias."""
-        return (rowwise(x, self._kernel) if by_row else x @ self._kernel) + self._bias_in
-
-    def zero_state(self, batch: int) -> tuple[np.ndarray, ...]:
-        h = np.zeros((batch, self.units), np.float32)
-        return (h, h.copy()) if self.cell == "lstm" else (h,)
-
-    def step(
-        self, xproj: np.ndarray, state: tuple[np.ndarray, ...], by_row: bool = False
-    ) -> tuple[np.ndarray, ...]:
-        """Advance one time step given the projected input `project(x)` (B, G*u); returns the new state.
-        by_row: every row's result independent of the other rows, bit for bit (see `rowwise`)."""
-        mul = rowwise if by_row else np.matmul
-        u = self.units
-        if self.cell == "lstm":
-            h, c = state
-            z = mul(h, self._recurrent)
-            z += xproj
-            np.tanh(z, out=z)
-            gates = z[:, : 3 * u]
-            gates *= 0.5
-            gates += 0.5  # i, f, o are now sigmoids; z[:, 3u:] is tanh of the candidate
-            c = z[:, u : 2 * u] * c
-            c += z[:, :u] * z[:, 3 * u :]
-            return z[:, 2 * u : 3 * u] * np.tanh(c), c
-        (h,) = state
-        r_all = mul(h, self._recurrent)
-        r_all += self._bias_rec
-        zr = xproj[:, : 2 * u] + r_all[:, : 2 * u]
-        np.tanh(zr, out=zr)
-        zr *= 0.5
-        zr += 0.5
-        hh = zr[:, u:] * r_all[:, 2 * u :]
-        hh += xproj[:, 2 * u :]
-        np.tanh(hh, out=hh)
-        h = h - hh
-        h *= zr[:, :u]
-        h += hh  # z * h + (1 - z) * hh
-        return (h,)
-
-
-def _snake(name: str) -> str:
-    name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)
-    return re.sub(r"([a-z])([A-Z])", r"\1_\2", name).lower()
-
-
-def _read_weights(h5_bytes: bytes, layer_classes: Sequence[str]) -> list[list[np.ndarray]]:
-    """Weights of each layer, in config order, from Keras' `layers/<snake class>[_n]/...` h5 layout."""
-    import h5py
-
-    seen: dict[str, int] = {}
-    out: list[list[np.ndarray]] = []
-    with h5py.File(io.BytesIO(h5_bytes), "r") as f:
-        layers = f["layers"]
-        for cls in layer_classes:
-            base = _snake(cls)
-            n = seen.get(base, 0)
-            seen[base] = n + 1
-            key = base if n == 0 else f"{base}_{n}"
-            group = layers.get(key)
-            if group is None:
-                out.append([])
-                continue
-            holder = group["cell"]["vars"] if "cell" in group else group["vars"]
-            out.append([np.asarray(holder[str(i)], dtype=np.float32) for i in range(len(holder))])
-    return out
+from charlstm.generation.modelfile import SUPPORTED, read_model_file, read_weights
+from charlstm.generation.network import ALL_BLAS_THREADS, OneBlasThread, RecurrentLayer, rowwise
+from charlstm.generation.processors import LogitProcessor, RepeatGuard
+from charlstm.generation.state import Generation, Sampling, StatefulContext, WindowContext, step
 
 
 class CharModel:
     """A trained character model, ready to generate and evaluate with NumPy alone.
 
-    Build it with `charlstm.runtime.load(path)` (or `charlstm.load`). It is immutable; generation state lives
+    Build it with `charlstm.generation.model.load(path)` (or `charlstm.load`). It is immutable; generation state lives
     in the generator, so one object can serve many requests.
     """
 
@@ -277,7 +108,7 @@ class CharModel:
             ids = ids[None, :]
         batch, steps = ids.shape
         state = list(state) if state is not None else self.initial_state(batch)
-        with _OneBlasThread(True):
+        with OneBlasThread(True):
             xproj = self._table0[ids]  # (B, T, G*u)
             hidden = None
             for n, layer in enumerate(self.layers):
@@ -320,9 +151,9 @@ class CharModel:
             return rowwise(state[-1][0], self.dense_kernel) + self.sampling_bias, state
 
     @staticmethod
-    def blas_for(rows: int) -> _OneBlasThread:
-        """`with model.blas_for(rows):` one BLAS thread when stepping several rows (see `_OneBlasThread`)."""
-        return _OneBlasThread(True) if rows > 1 else _ALL_BLAS_THREADS
+    def blas_for(rows: int) -> OneBlasThread:
+        """`with model.blas_for(rows):` one BLAS thread when stepping several rows (see `OneBlasThread`)."""
+        return OneBlasThread(True) if rows > 1 else ALL_BLAS_THREADS
 
     # -- generation ---------------------------------------------------------------------------------
     def default_prime(self, rng: np.random.Generator) -> str:
@@ -534,36 +365,6 @@ def _run(gen: Generation, single: bool) -> Iterator[Any]:
         yield gen.pieces[0] if single else gen.pieces
 
 
-def read_model_file(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, Any], bytes, bytes]:
-    """(keras config, charlstm metadata, weights h5 bytes, file bytes), with a clear error for non-models."""
-    p = Path(path)
-    if not p.is_file():
-        raise CharlstmError(f"{p}: no such model file")
-    data = p.read_bytes()
-    try:
-        with zipfile.ZipFile(io.BytesIO(data)) as z:
-            names = set(z.namelist())
-            if META_ENTRY not in names or "config.json" not in names or "model.weights.h5" not in names:
-                raise CharlstmError(
-                    f"{p}: not a charlstm model file (a .keras zip with {META_ENTRY}); train one with `charlstm train`"
-                )
-            meta = json.loads(z.read(META_ENTRY))
-            config = json.loads(z.read("config.json"))
-            weights = z.read("model.weights.h5")
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as exc:
-        if isinstance(exc, CharlstmError):
-            raise
-        raise CharlstmError(
-            f"{p}: not a charlstm model file or damaged ({type(exc).__name__}: {exc})"
-        ) from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
-        raise CharlstmError(f"{p}: not a charlstm model file (format {found!r})")
-    return config, meta, weights, data
-
-
-SUPPORTED = {"InputLayer", "CategoryEncoding", "Embedding", "LSTM", "GRU", "Dropout", "Dense"}
-
 
 def model_from_parts(
     config: dict[str, Any],
@@ -581,7 +382,7 @@ def model_from_parts(
         raise CharlstmError(
             f"{path or 'model'}: layers the NumPy runtime cannot run: {', '.join(unsupported)}"
         )
-    per_layer = _read_weights(weights, classes) if isinstance(weights, bytes) else weights
+    per_layer = read_weights(weights, classes) if isinstance(weights, bytes) else weights
     vocab = Vocabulary.from_json(meta["vocab"])
     input_table = None
     rnn: list[RecurrentLayer] = []

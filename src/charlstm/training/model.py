@@ -8,9 +8,13 @@ dropout, unroll=False, use_bias=True) so that a GPU gets the fused kernel; dropo
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from charlstm.errors import CharlstmError
+
+if TYPE_CHECKING:
+    from charlstm.data.vocab import Vocabulary
+    from charlstm.training.recipes import TrainConfig
 
 CELLS = ("lstm", "gru")
 INPUTS = ("embedding", "onehot")
@@ -83,3 +87,57 @@ def build_model(spec: ModelSpec, mixed_precision: str | None = None) -> Any:
         x = keras.layers.Dropout(spec.dropout, name="dropout_out", dtype=policy)(x)
     logits = keras.layers.Dense(spec.vocab_size, name="logits", dtype="float32")(x)
     return keras.Model(inputs, logits, name=f"charlstm_{spec.cell}")
+
+
+def model_spec(config: TrainConfig, vocab: Vocabulary) -> ModelSpec:
+    """The network a config describes, for a vocabulary."""
+    return ModelSpec(
+        vocab_size=vocab.size,
+        input=config.input,
+        embedding_dim=config.embedding_dim,
+        cell=config.cell,
+        layers=config.layers,
+        units=config.units,
+        dropout=config.dropout,
+        window=config.maxlen if config.mode == "windows" else None,
+    )
+
+
+
+def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> Any:
+    """The recipe's optimizer with its learning-rate schedule over `steps_per_epoch` x epochs (a budgeted
+    run's rate is a plain value that callbacks.BudgetClock sets step by step)."""
+    import keras
+
+    lr: Any = config.lr  # a budgeted run's rate is set step by step (callbacks.BudgetClock)
+    total = max(1, steps_per_epoch * config.epochs)
+    if config.time_budget:
+        pass
+    elif config.lr_schedule == "cosine":
+        lr = keras.optimizers.schedules.CosineDecay(config.lr, decay_steps=total, alpha=0.05)
+    elif config.lr_schedule == "step":
+        every = steps_per_epoch * max(1, config.epochs // 4)
+        lr = keras.optimizers.schedules.ExponentialDecay(config.lr, every, 0.5, staircase=True)
+    clip = {"clipnorm": config.clipnorm} if config.clipnorm else {}
+    if config.optimizer == "rmsprop":
+        optimizer = keras.optimizers.RMSprop(learning_rate=lr, **clip)
+    else:
+        optimizer = keras.optimizers.Adam(learning_rate=lr, **clip)
+    if config.mixed_precision == "fp16":  # float16 gradients underflow without a (dynamic) loss scale
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    return optimizer
+
+
+def compile_model(model: Any, config: TrainConfig, steps_per_epoch: int) -> None:
+    """Compile as every training path does (trainer, budget probes, backend probe): one place for the
+    optimizer, the from-logits loss and the backend's jit setting."""
+    import keras
+
+    from charlstm.training.device import jit_compile
+
+    model.compile(
+        optimizer=make_optimizer(config, steps_per_epoch),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        jit_compile=jit_compile(),
+    )
+

@@ -25,11 +25,11 @@ from typing import Any
 import keras
 import numpy as np
 
-from charlstm.backend import set_learning_rate
-from charlstm.budget import BudgetSchedule, format_duration
 from charlstm.fileio import save_atomic, write_atomic
-from charlstm.modelfile import save_model
-from charlstm.runtime import load as load_runtime
+from charlstm.generation.model import load as load_runtime
+from charlstm.training.backend import set_learning_rate
+from charlstm.training.budget import BudgetSchedule, format_duration
+from charlstm.training.saving import save_model
 
 LN2 = math.log(2)
 

@@ -9,8 +9,8 @@ input, batch and sequence length; random ids) for a few batches on each backend,
 network shape in `$CHARLSTM_CACHE/backend.json` (default ~/.cache/charlstm; delete it to measure again).
 A backend that sees a GPU wins outright, TensorFlow first (cuDNN). Without JAX installed, TensorFlow.
 
-    python -m charlstm.probe            # the default recipe's network, measured now (refreshes the cache)
-    python -m charlstm.probe jax NET    # one backend's figure for NET (JSON), as the subprocesses run it
+    python -m charlstm.training.probe            # the default recipe's network, measured now (refreshes the cache)
+    python -m charlstm.training.probe jax NET    # one backend's figure for NET (JSON), as the subprocesses run it
 """
 
 from __future__ import annotations
@@ -47,13 +47,13 @@ def network_of(config: Any) -> dict[str, Any]:
 
 
 def default_network() -> dict[str, Any]:
-    from charlstm.recipes import make_config
+    from charlstm.training.recipes import make_config
 
     return network_of(make_config("default"))
 
 
 def cache_path() -> Path:
-    from charlstm.prepared import cache_dir
+    from charlstm.data.cache import cache_dir
 
     return cache_dir() / CACHE_NAME
 
@@ -98,7 +98,7 @@ def measure(backend: str, network: dict[str, Any], timeout: float = 300, quick: 
     """One backend's figure for `network` from a fresh subprocess (the backend is fixed per process), or None
     if it failed. `quick`: two batches (tests of the mechanism; the figure means little)."""
     env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    cmd = [sys.executable, "-m", "charlstm.probe", backend, json.dumps(network), *(["--quick"] if quick else [])]
+    cmd = [sys.executable, "-m", "charlstm.training.probe", backend, json.dumps(network), *(["--quick"] if quick else [])]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired:
@@ -180,16 +180,15 @@ def run_probe(network: dict[str, Any], windows: int = 3, batches: int = 8, quick
     import keras
     import numpy as np
 
-    from charlstm import backend as backends
-    from charlstm.model import build_model
-    from charlstm.recipes import TrainConfig
-    from charlstm.trainer import _compile, model_spec
+    from charlstm.training.device import device
+    from charlstm.training.model import build_model, compile_model, model_spec
+    from charlstm.training.recipes import TrainConfig
 
     config = TrainConfig(**{k: v for k, v in network.items() if k not in ("seq_len", "maxlen") or v is not None})
     windows, batches = (1, 2) if quick else (windows, batches)
     keras.utils.set_random_seed(0)
     model = build_model(model_spec(config, types.SimpleNamespace(size=VOCAB)), config.mixed_precision)
-    _compile(model, config, steps_per_epoch=batches)
+    compile_model(model, config, steps_per_epoch=batches)
     rows = config.batch_size * (1 + windows * batches)
     rng = np.random.default_rng(0)
     if config.mode == "windows":  # the lesson: one target per window
@@ -212,7 +211,7 @@ def run_probe(network: dict[str, Any], windows: int = 3, batches: int = 8, quick
         batches * config.batch_size * targets_per_row / (ends[i + batches] - ends[i])
         for i in range(0, len(ends) - batches, batches)
     )
-    return {"backend": keras.backend.backend(), "device": backends.device()["kind"], "chars_per_s": round(best)}
+    return {"backend": keras.backend.backend(), "device": device()["kind"], "chars_per_s": round(best)}
 
 
 def main(argv: list[str] | None = None) -> None:

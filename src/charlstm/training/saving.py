@@ -3,7 +3,7 @@
 `model.save` writes the architecture, weights (and optimizer state for checkpoints); we append
 `charlstm.json` (vocabulary, preprocessing, recipe, training state) to the same zip. Keras ignores the extra
 entry, so `keras.saving.load_model(path)` works in safe mode with nothing registered, and the NumPy runtime
-(`charlstm.runtime`) reads the same file without TensorFlow. Writes are atomic (temp file + rename).
+(`charlstm.generation.model`) reads the same file without TensorFlow. Writes are atomic (temp file + rename).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 
 from charlstm.errors import CharlstmError
 from charlstm.fileio import save_atomic
-from charlstm.runtime import FORMAT, META_ENTRY, read_model_file
+from charlstm.generation.modelfile import FORMAT, META_ENTRY, read_model_file
 
 FORMAT_VERSION = 1
 

@@ -1,0 +1,179 @@
+"""`charlstm generate | evaluate | corpora`: the commands that read models and texts (NumPy only: no Keras)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from charlstm.cli.options import floats
+from charlstm.errors import CharlstmError
+
+
+def add_parsers(sub: Any) -> None:
+    g = sub.add_parser("generate", help="generate text from a model file (no TensorFlow needed)")
+    g.add_argument("model", help="a .keras file made by charlstm")
+    g.add_argument(
+        "--prime", help="text to start from (default: a random 40-character seed from the training text)"
+    )
+    g.add_argument("--length", type=int, default=400, help="characters to generate (default 400)")
+    g.add_argument(
+        "--temperature",
+        type=floats,
+        default=[1.0],
+        help="sampling temperature, or a comma list for one sample each (0 = greedy; lower = safer)",
+    )
+    g.add_argument("--top-k", type=int, help="sample only among the k most likely characters")
+    g.add_argument(
+        "--top-p", type=float, help="sample only from the smallest set holding this probability mass"
+    )
+    g.add_argument("--seed", type=int, help="random seed: the same seed gives the same text")
+    g.add_argument("--num-samples", type=int, default=1, help="generate N samples together as one batch")
+    g.add_argument("--stop", help="stop once this string has been generated")
+    g.add_argument(
+        "--unknown",
+        choices=["error", "skip", "replace"],
+        default="error",
+        help="characters of the prime outside the vocabulary: error (default), skip, or replace",
+    )
+    g.add_argument(
+        "--context",
+        choices=["stateful", "window"],
+        default="stateful",
+        help="stateful (default): read the prime once; window: re-read the last 40 chars per step (lesson)",
+    )
+    g.add_argument(
+        "--max-repeat",
+        metavar="auto|N|none",
+        help="never repeat a character more times in a row than the training text did (auto), than N, or no "
+        "limit (none); default: auto for the default recipe's models, none for classic ones",
+    )
+
+    e = sub.add_parser("evaluate", help="loss of a model on texts, in nats and bits per character")
+    e.add_argument("model")
+    e.add_argument("texts", nargs="+", help="files, folders, named corpora, or prepared corpora (their validation part)")
+    e.add_argument("--unknown", choices=["error", "skip", "replace"], default="error")
+    e.add_argument(
+        "--context", choices=["stateful", "window"], help="default: window for classic models, else stateful"
+    )
+    e.add_argument("--encoding", default="utf-8", help="text encoding (default utf-8; e.g. latin-1, gbk)")
+    e.add_argument(
+        "--errors", choices=["strict", "replace", "ignore"], default="strict", help="undecodable bytes"
+    )
+
+    g.set_defaults(func=cmd_generate)
+    e.set_defaults(func=cmd_evaluate)
+
+
+def add_corpora_parser(sub: Any) -> None:
+    sub.add_parser("corpora", help="list the named corpora and whether each is available offline").set_defaults(
+        func=cmd_corpora
+    )
+
+
+class _Streamer:
+    """Write pieces to stdout as they come, flushing at newlines and at least every 50 ms."""
+
+    def __init__(self) -> None:
+        self.last = time.monotonic()
+
+    def write(self, piece: str) -> None:
+        sys.stdout.write(piece)
+        now = time.monotonic()
+        if "\n" in piece or now - self.last > 0.05:
+            sys.stdout.flush()
+            self.last = now
+
+
+def print_samples(
+    model: Any, prime: str | None, temperatures: Sequence[float], length: int, **kw: Any
+) -> None:
+    import numpy as np
+
+    from charlstm.generation.sampling import check_options
+
+    for t in temperatures:
+        check_options(t, kw.get("top_k"), kw.get("top_p"))
+    if prime is None:
+        prime = model.default_prime(np.random.default_rng(kw.get("seed")))
+    shown = model.prepare(prime)
+    out = _Streamer()
+    for n, temp in enumerate(temperatures):
+        if len(temperatures) > 1:
+            out.write(f"{'' if n == 0 else chr(10)}----- temperature: {temp}\n")
+        stream: Iterable[Any] = model.stream(prime, length, temp, **kw)
+        if kw.get("num_samples", 1) > 1:
+            pieces = list(stream)
+            for b in range(kw["num_samples"]):
+                out.write(f"----- sample {b + 1}\n{shown}{''.join(p[b] for p in pieces)}\n")
+        else:
+            out.write(shown)
+            for piece in stream:
+                out.write(piece)
+            out.write("\n")
+    sys.stdout.flush()
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from charlstm.generation.model import load
+
+    if not args.temperature:  # `--temperature ,` would otherwise print nothing and succeed
+        raise CharlstmError("--temperature needs at least one number (0 = greedy)")
+    model = load(args.model)
+    print_samples(
+        model,
+        args.prime,
+        args.temperature,
+        args.length,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        seed=args.seed,
+        num_samples=args.num_samples,
+        stop=args.stop,
+        unknown=args.unknown,
+        context=args.context,
+        max_repeat=args.max_repeat,
+    )
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from charlstm.data.corpus import load_corpus
+    from charlstm.data.prepared import is_prepared, open_prepared
+    from charlstm.generation.model import load
+
+    model = load(args.model)
+    for source in args.texts:
+        if is_prepared(source):  # a prepared corpus: its validation part (all of it if it has none)
+            corpus = open_prepared(source)
+            text = corpus.vocab.decode(corpus.val_ids if len(corpus.val_ids) else corpus.ids)
+        else:
+            text = load_corpus(source, encoding=args.encoding, errors=args.errors, download=False).text
+        r = model.evaluate(text, unknown=args.unknown, context=args.context)
+        print(
+            f"{source}: {r['nats_per_char']:.4f} nats/char  {r['bits_per_char']:.4f} bits/char  "
+            f"({r['chars']:,} characters)"
+        )
+    return 0
+
+
+def cmd_corpora(args: argparse.Namespace) -> int:
+    from charlstm.data.corpus import NAMED_CORPORA, cached_path, is_available_offline
+
+    for name, corpus in NAMED_CORPORA.items():
+        path = cached_path(name)
+        where = (
+            "built in, no download"
+            if path is None
+            else (
+                f"cached at {path}"
+                if path.is_file()
+                else f"not cached; downloads from {corpus.url} to {path}"
+            )
+        )
+        mark = "offline ok" if is_available_offline(name) else "needs network"
+        print(f"{name:18s} {mark:13s} {corpus.description}\n{'':18s} {where}")
+    return 0
+

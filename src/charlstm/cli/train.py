@@ -1,0 +1,214 @@
+"""`charlstm train | prepare | demo`: the commands that train (they import Keras only when they run)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from charlstm.cli.generate import print_samples
+from charlstm.cli.options import add_distribute_options, add_text_options, floats
+from charlstm.errors import CharlstmError
+
+
+def add_parsers(sub: Any) -> None:
+    t = sub.add_parser("train", help="train a model on a file, a folder or a named corpus")
+    t.add_argument("source", nargs="?", help="file, folder, or named corpus (see `charlstm corpora`)")
+    t.add_argument(
+        "--recipe", default="default", help="default (fast, all-position) or classic (the lesson, exactly)"
+    )
+    t.add_argument("--out", help="run directory (default runs/<corpus>-<time>)")
+    t.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last.keras")
+    t.add_argument("--init-from", metavar="MODEL", help="start from this model's weights (fine-tuning)")
+    t.add_argument(
+        "--backend",
+        choices=["tensorflow", "jax"],
+        help="Keras backend that trains (default: $KERAS_BACKEND, else the faster one on this machine, "
+        "measured once and remembered; TensorFlow on GPUs)",
+    )
+    add_distribute_options(t)
+    add_text_options(t)
+    m = t.add_argument_group("model")
+    m.add_argument("--layers", type=int)
+    m.add_argument("--units", type=int)
+    m.add_argument("--cell", choices=["lstm", "gru"])
+    m.add_argument("--embedding-dim", type=int)
+    m.add_argument("--dropout", type=float)
+    m.add_argument(
+        "--mixed-precision",
+        choices=["bf16", "fp16"],
+        help="16-bit math with float32 weights and logits (GPUs; fp16 adds loss scaling)",
+    )
+    o = t.add_argument_group("optimisation")
+    o.add_argument(
+        "--time",
+        metavar="DURATION",
+        help="train for a time budget (90s, 10m, 1h30m) instead of epochs: the network's size (unless given) "
+        "and the learning-rate schedule are fitted to it; with --resume, adds time to the run",
+    )
+    o.add_argument("--epochs", type=int)
+    o.add_argument("--seq-len", type=int, help="characters per training sequence (default recipe)")
+    o.add_argument("--batch-size", type=int)
+    o.add_argument("--lr", type=float, help="learning rate")
+    o.add_argument("--clipnorm", type=float, help="gradient clipping norm (0 = off)")
+    o.add_argument(
+        "--lr-schedule",
+        choices=["constant", "cosine", "step", "wsd"],
+        help="cosine (default for epochs), step, constant, or wsd (warmup-stable-decay: default with --time)",
+    )
+    o.add_argument(
+        "--early-stopping",
+        type=int,
+        metavar="PATIENCE",
+        help="stop after PATIENCE epochs without improvement",
+    )
+    o.add_argument("--seed", type=int, help="same seed: same data order and initial weights")
+    o.add_argument("--val-frac", type=float, help="hold out the last fraction of the text (default 0.1)")
+    o.add_argument("--val-file", help="validate on this file instead")
+    r = t.add_argument_group("reporting")
+    r.add_argument(
+        "--sample-temperatures", type=floats, help="per-epoch sample temperatures (default 0.2,0.5,1.0,1.2)"
+    )
+    r.add_argument("--sample-length", type=int, help="characters per epoch sample (default 400)")
+    r.add_argument("--tensorboard", action="store_true", default=None, help="also write TensorBoard logs")
+    r.add_argument("--quiet", action="store_true", help="no progress bar or samples")
+
+    pp = sub.add_parser(
+        "prepare", help="encode texts once into a memory-mapped corpus (ids.bin + corpus.json) to train on"
+    )
+    pp.add_argument("sources", nargs="+", help="files, folders or named corpora (joined with one newline)")
+    pp.add_argument("--out", required=True, help="directory to create (then: charlstm train DIR)")
+    add_text_options(pp)
+    pp.add_argument("--val-frac", type=float, help="hold out the last fraction of the text (default 0.1)")
+    pp.add_argument("--val-file", help="validate on this file instead")
+    pp.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    t.set_defaults(func=cmd_train)
+    pp.set_defaults(func=cmd_prepare)
+
+
+def add_demo_parser(sub: Any) -> None:
+    d = sub.add_parser("demo", help="90 seconds of training on Treasure Island, then samples")
+    d.add_argument(
+        "--out", default="runs/demo", help="run directory (default runs/demo; replaced if present)"
+    )
+    d.add_argument("--time", default=None, help="training time (default 90s, on any machine)")
+    d.set_defaults(func=cmd_demo)
+
+
+def _train_settings(args: argparse.Namespace) -> dict[str, Any]:
+    keys = [
+        "glob",
+        "encoding",
+        "errors",
+        "lowercase",
+        "ascii_only",
+        "strip_gutenberg",
+        "normalize",
+        "max_vocab",
+        "min_count",
+        "max_chars",
+        "layers",
+        "units",
+        "cell",
+        "embedding_dim",
+        "dropout",
+        "mixed_precision",
+        "epochs",
+        "seq_len",
+        "batch_size",
+        "lr",
+        "clipnorm",
+        "lr_schedule",
+        "early_stopping",
+        "seed",
+        "val_frac",
+        "val_file",
+        "sample_temperatures",
+        "sample_length",
+        "tensorboard",
+    ]
+    settings = {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
+    if args.quiet:
+        settings["verbose"] = 0
+    return settings
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from charlstm.training.trainer import train
+
+    cluster = {k: getattr(args, k) for k in ("distribute", "coordinator", "num_processes", "process_id")}
+    if args.resume:
+        train(out=args.resume, resume=True, backend=args.backend, time=args.time, **cluster, **_train_settings(args))
+    else:
+        if not args.source:
+            raise CharlstmError("give a text source (file, folder or named corpus), or --resume DIR")
+        train(
+            args.source,
+            recipe=args.recipe,
+            out=args.out,
+            init_from=args.init_from,
+            backend=args.backend,
+            **cluster,
+            time=args.time,
+            **_train_settings(args),
+        )
+    return 0
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from charlstm.data.prepare import prepare
+    from charlstm.data.sources import TextOptions
+
+    keys = [f for f in TextOptions.__dataclass_fields__ if getattr(args, f, None) is not None]
+    opts = TextOptions(**{k: getattr(args, k) for k in keys})
+    started = time.time()
+    corpus = prepare(args.sources, args.out, opts, verbose=not args.quiet)
+    seconds = time.time() - started
+    mb = corpus.meta["bytes_read"] / 1e6
+    split = corpus.meta["split"]
+    print(
+        f"charlstm: prepared {corpus.name} ({mb:,.1f} MB read, {len(corpus.ids):,} characters: "
+        f"{split['train'][1] - split['train'][0]:,} train / {split['validation'][1] - split['validation'][0]:,} "
+        f"validation; vocabulary {corpus.vocab.size}, {corpus.ids.dtype.name}) in {seconds:.1f} s "
+        f"({mb / max(seconds, 1e-9):,.1f} MB/s) -> {args.out}; train with: charlstm train {args.out}"
+    )
+    return 0
+
+
+DEMO_SETTINGS = {"time": "90s", "max_chars": 400_000}
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Train briefly on Treasure Island (or, offline and uncached, on Python's standard library) and sample."""
+    import shutil
+
+    from charlstm.data.corpus import load_named
+    from charlstm.training.trainer import train
+
+    source = "treasure-island"
+    try:
+        load_named(source)
+    except CharlstmError as exc:
+        print(
+            f"charlstm: {exc}\ncharlstm: training the demo on python-stdlib (this Python's own source) instead",
+            file=sys.stderr,
+            flush=True,
+        )
+        source = "python-stdlib"
+    out = Path(args.out)
+    if (out / "last.keras").exists():
+        shutil.rmtree(out)
+    settings = dict(DEMO_SETTINGS)
+    if args.time:
+        settings["time"] = args.time
+    model = train(source, out=out, sample_temperatures=[0.5], sample_length=200, **settings)
+    print("\n===== samples from the trained model at the lesson's four temperatures =====")
+    print_samples(model, None, [0.2, 0.5, 1.0, 1.2], 400, seed=0)
+    print(
+        f"\nmodel file: {out / 'model.keras'}  (try: charlstm generate {out / 'model.keras'} --temperature 0.5)"
+    )
+    return 0
+

@@ -1,0 +1,81 @@
+"""Reading a charlstm `.keras` file with `zipfile` + `h5py` alone: its Keras config, charlstm's own entry
+(vocabulary, preprocessing, recipe) and each layer's weights.
+
+A `.keras` file is a zip of `config.json` (the layer graph), `model.weights.h5` and, for charlstm models,
+`charlstm.json`; Keras ignores the extra entry, so the same file loads in plain Keras (DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from charlstm.errors import CharlstmError
+
+META_ENTRY = "charlstm.json"
+FORMAT = "charlstm-model"
+SUPPORTED = {"InputLayer", "CategoryEncoding", "Embedding", "LSTM", "GRU", "Dropout", "Dense"}
+
+
+def _snake(name: str) -> str:
+    name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub(r"([a-z])([A-Z])", r"\1_\2", name).lower()
+
+
+def read_weights(h5_bytes: bytes, layer_classes: Sequence[str]) -> list[list[np.ndarray]]:
+    """Weights of each layer, in config order, from Keras' `layers/<snake class>[_n]/...` h5 layout."""
+    import h5py
+
+    seen: dict[str, int] = {}
+    out: list[list[np.ndarray]] = []
+    with h5py.File(io.BytesIO(h5_bytes), "r") as f:
+        layers = f["layers"]
+        for cls in layer_classes:
+            base = _snake(cls)
+            n = seen.get(base, 0)
+            seen[base] = n + 1
+            key = base if n == 0 else f"{base}_{n}"
+            group = layers.get(key)
+            if group is None:
+                out.append([])
+                continue
+            holder = group["cell"]["vars"] if "cell" in group else group["vars"]
+            out.append([np.asarray(holder[str(i)], dtype=np.float32) for i in range(len(holder))])
+    return out
+
+
+
+def read_model_file(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, Any], bytes, bytes]:
+    """(keras config, charlstm metadata, weights h5 bytes, file bytes), with a clear error for non-models."""
+    p = Path(path)
+    if not p.is_file():
+        raise CharlstmError(f"{p}: no such model file")
+    data = p.read_bytes()
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as z:
+            names = set(z.namelist())
+            if META_ENTRY not in names or "config.json" not in names or "model.weights.h5" not in names:
+                raise CharlstmError(
+                    f"{p}: not a charlstm model file (a .keras zip with {META_ENTRY}); train one with `charlstm train`"
+                )
+            meta = json.loads(z.read(META_ENTRY))
+            config = json.loads(z.read("config.json"))
+            weights = z.read("model.weights.h5")
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as exc:
+        if isinstance(exc, CharlstmError):
+            raise
+        raise CharlstmError(
+            f"{p}: not a charlstm model file or damaged ({type(exc).__name__}: {exc})"
+        ) from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise CharlstmError(f"{p}: not a charlstm model file (format {found!r})")
+    return config, meta, weights, data

@@ -1,0 +1,386 @@
+"""train(): a short sequence of named phases, each one screen long.
+
+    settings -> text -> data -> budget -> model -> run files and callbacks -> fit -> report
+
+With a time budget (`time=`, `--time 10m`) the budget phase probes the speed of candidate networks, picks
+the size (unless given) and lays out the clock (budget.py); fit then runs over an endless data stream in
+checkpoint intervals, and `callbacks.BudgetClock` sets the learning rate and stops when the time is spent.
+
+A run lives in one directory: config.json, metrics.csv, loss.png, samples.txt, last.keras (resume point,
+with optimizer state), best.keras (best validation loss) and model.keras (the model the run hands over:
+the best one). `resume=True` picks a run up from last.keras exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from charlstm.data.vocab import longest_runs
+from charlstm.errors import CharlstmError, TrainingDiverged, TrainingInterrupted
+from charlstm.fileio import write_atomic
+from charlstm.generation.model import CharModel
+from charlstm.training import backend as backends
+from charlstm.training import budget as budgets
+from charlstm.training import probe
+from charlstm.training import strategy as strategies
+from charlstm.training.budget_plan import limit_validation, plan_budget
+from charlstm.training.device import describe, jit_compile
+from charlstm.training.model import compile_model, model_spec
+from charlstm.training.plan import (
+    Budget,
+    Data,
+    Plan,
+    Text,
+    default_run_dir,
+    make_data,
+    plan_run,
+    read_text,
+    seeds,
+)
+from charlstm.training.recipes import TrainConfig
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+
+
+@dataclass
+class Session:
+    """The callbacks of one fit() call, the two that report how it ended, and where its files go."""
+
+    callbacks: list[Any] = field(default_factory=list)
+    recorder: Any = None
+    stopper: Any = None
+    out_dir: Path | None = None  # the run directory (process 0), or a distributed worker's scratch folder
+    clock: Any = None  # callbacks.BudgetClock of a budgeted run
+
+
+
+# -- phase 5: model ------------------------------------------------------------------------------------------
+def _settable_learning_rate(model: Any, config: TrainConfig) -> None:
+    """Give a resumed model an optimizer whose learning rate a budget can set (same state, same step count).
+
+    A run trained by epochs saved an optimizer driven by a Keras schedule object, whose rate cannot be set;
+    `--resume --time` swaps in the same optimizer with a plain rate and copies every state variable over.
+    """
+    import keras
+
+    old = model.optimizer
+    if isinstance(old.learning_rate, keras.Variable):
+        return
+    new = old.__class__.from_config({**old.get_config(), "learning_rate": float(config.lr)})
+    new.build(model.trainable_variables)
+    keep = [v for v in new.variables if v.name != "learning_rate"]
+    for target, source in zip(keep, old.variables, strict=True):
+        target.assign(source)
+    model.compile(optimizer=new, loss=model.loss, jit_compile=jit_compile())
+
+
+def make_model(plan: Plan, spec: Any, steps: int, dist: strategies.Distributed | None = None) -> Any:
+    """A compiled model: resumed from last.keras (weights + optimizer state), or new (maybe fine-tuned);
+    built under the distribution's scope, so that its variables are mirrored or replicated."""
+    import keras
+
+    from charlstm.training.model import build_model
+    from charlstm.training.saving import load_keras_model
+
+    keras.utils.set_random_seed(plan.config.seed)  # the same seed in every process: the same initial weights
+    with (dist or strategies.Distributed()).scope():
+        if plan.resumed is not None:
+            model = load_keras_model(plan.run_dir / "last.keras", compile=True)
+            if plan.config.time_budget:
+                _settable_learning_rate(model, plan.config)
+        else:
+            model = build_model(spec, plan.config.mixed_precision)
+            compile_model(model, plan.config, steps)
+            if plan.init_from is not None:
+                model.set_weights(load_keras_model(plan.init_from, compile=False).get_weights())
+    epoch = int(plan.state.get("epoch", 0))
+    if epoch >= plan.config.epochs and not plan.config.time_budget:
+        raise CharlstmError(f"{plan.run_dir}: already trained {epoch} epochs; pass a larger --epochs to go on")
+    return model
+
+
+# -- phase 6: run files and callbacks ------------------------------------------------------------------------
+def run_metadata(plan: Plan, text: Text, spec: Any) -> dict[str, Any]:
+    """Everything a model file and config.json say about the run (the training state is added per save)."""
+    from charlstm.data.batches import (
+        span,  # reads a prepared corpus from its file, not through its memory map
+    )
+
+    config, corpus = plan.config, text.corpus
+    strip = corpus.meta["preprocessing"]["strip_gutenberg"]
+    return {
+        "recipe": config.recipe,
+        "config": config.to_json(),
+        "model": spec.to_json(),
+        "vocab": text.vocab.to_json(),
+        "preprocessing": {
+            "normalize": config.normalize,
+            "lowercase": config.lowercase,
+            "ascii_only": config.ascii_only,
+            "strip_gutenberg": strip if isinstance(strip, bool) else any(strip),
+        },
+        "corpus": {
+            "source": plan.source,
+            "name": corpus.name,
+            "sha256": corpus.sha256,  # of the ids: text, options and vocabulary together
+            "prepared": str(corpus.path) if corpus.path is not None else None,
+            "chars": corpus.meta["chars"]["text"],
+            "train_chars": int(len(text.train_ids)),
+            "val_chars": int(len(text.val_ids)),
+            "files": corpus.files[:50],
+            "file_count": len(corpus.files),
+        },
+        "seeds": seeds(text.train_ids, text.vocab, 16, plan.config.maxlen, plan.config.seed),
+        # each character's longest run in the training text, by id: generation never goes past it (max_repeat)
+        "longest_runs": longest_runs(text.train_ids, text.vocab.size, read=span).tolist(),
+        "trained_with": describe(),
+    }
+
+
+def make_session(
+    plan: Plan,
+    meta: dict[str, Any],
+    data: Data,
+    extra: list[Any] | None,
+    out_dir: Path | None = None,
+    budget: Budget | None = None,
+) -> Session:
+    """charlstm's callbacks around the user's: exact-resume seeds, signals, bits/char, progress, run files
+    (written to `out_dir`, by default the run directory), and a budgeted run's clock."""
+    import keras
+
+    from charlstm.training.callbacks import BitsPerChar, BudgetClock, DropoutSeeds, RunRecorder, StopOnSignal
+
+    config, state, has_val = plan.config, plan.state, data.val is not None
+    stopper = StopOnSignal()
+    out_dir = out_dir or plan.run_dir
+    clock = None
+    if budget is not None:
+        clock = BudgetClock(budget.schedule, position=budget.position, batches_per_epoch=data.steps,
+                            verbose=bool(config.verbose))
+        clock.startup = budget.startup
+    recorder = RunRecorder(
+        out_dir,
+        lambda train_state: {**meta, "train_state": train_state},
+        stopper=stopper,
+        seeds=meta["seeds"],
+        temperatures=list(config.sample_temperatures),
+        sample_length=config.sample_length,
+        seed=config.seed,
+        best=state.get("best"),
+        history=state.get("history"),
+        elapsed=float(state.get("elapsed", 0.0)),
+        verbose=bool(config.verbose),
+        budget=clock,
+    )
+    # order matters: bits/char enter the logs before the progress bar prints them, and the recorder
+    # (samples, checkpoints) runs after the bar has finished its line
+    cbs: list[Any] = [*(extra or []), DropoutSeeds(config.seed), stopper, BitsPerChar()]
+    cbs.append(keras.callbacks.TerminateOnNaN())
+    if clock is not None:  # its own progress line: time used of the budget
+        cbs.append(clock)
+    elif config.verbose:
+        cbs.append(keras.callbacks.ProgbarLogger())
+    cbs.append(recorder)
+    if config.early_stopping:
+        cbs.append(keras.callbacks.EarlyStopping(monitor="val_loss" if has_val else "loss", patience=config.early_stopping))
+    if config.tensorboard:
+        cbs.append(keras.callbacks.TensorBoard(log_dir=str(plan.run_dir / "tensorboard")))
+    return Session(cbs, recorder, stopper, out_dir, clock)
+
+
+# -- phase 7: fit --------------------------------------------------------------------------------------------
+def fit(model: Any, plan: Plan, data: Data, session: Session, budget: Budget | None = None) -> float:
+    """Keras fit over the reproducible epoch stream; returns the wall seconds it took.
+
+    A budgeted run reads an endless stream from its saved position in checkpoint intervals (Keras epochs of
+    `budget.interval` steps) until its clock stops it.
+    """
+    from charlstm.data.batches import to_tf_dataset, to_tf_stream
+
+    config = plan.config
+    initial_epoch = int(plan.state.get("epoch", 0))
+    started = time.time()
+    if budget is not None:
+        model.fit(
+            to_tf_stream(data.train, *budget.position),
+            steps_per_epoch=budget.interval,
+            shuffle=False,
+            validation_data=to_tf_dataset(data.val) if data.val is not None else None,
+            epochs=initial_epoch + 1_000_000,  # the clock stops it
+            initial_epoch=initial_epoch,
+            callbacks=session.callbacks,
+            verbose=0,
+        )
+        return time.time() - started
+    model.fit(
+        to_tf_dataset(data.train, initial_epoch, config.epochs),
+        steps_per_epoch=data.steps,
+        shuffle=False,  # batches.py shuffles, reproducibly
+        validation_data=to_tf_dataset(data.val) if data.val is not None else None,
+        epochs=config.epochs,
+        initial_epoch=initial_epoch,
+        callbacks=session.callbacks,
+        verbose=config.verbose,
+    )
+    return time.time() - started
+
+
+# -- phase 8: report -----------------------------------------------------------------------------------------
+def report(plan: Plan, session: Session, wall: float) -> CharModel:
+    """How the run ended: interrupted (exit 130), diverged, or done; the model it hands over."""
+    run_dir, recorder, stopper = plan.run_dir, session.recorder, session.stopper
+    if stopper.interrupted and session.clock is not None:
+        left = session.clock.schedule.remaining(session.clock.clock())
+        raise TrainingInterrupted(
+            f"stopped by {stopper.signal_name} with {budgets.format_duration(left)} of the time budget left; saved "
+            f"{run_dir / 'last.keras'}. Resume with: charlstm train --resume {run_dir}"
+        )
+    if stopper.interrupted:
+        where = "during" if stopper.partial else "at the end of"
+        epoch = int(plan.state.get("epoch", 0)) + recorder.epochs_done + int(stopper.partial)
+        raise TrainingInterrupted(
+            f"stopped by {stopper.signal_name} {where} epoch {epoch}; saved {run_dir / 'last.keras'}. "
+            f"Resume with: charlstm train --resume {run_dir}"
+        )
+    if recorder.diverged_at is not None:
+        raise TrainingDiverged(
+            f"the loss became NaN/inf in epoch {recorder.diverged_at}; stopped. The last good checkpoint is "
+            f"{run_dir / 'last.keras'} (try a lower --lr or --clipnorm)"
+        )
+    if plan.config.verbose:
+        last = recorder.history[-1] if recorder.history else {}
+        val = (
+            f", validation {last['val_loss']:.4f} nats/char = {last['val_bpc']:.4f} bits/char"
+            if last.get("val_loss") is not None
+            else ""
+        )
+        done = (
+            f"{session.clock.describe_end()} (+ {session.clock.startup:.1f} s start-up)"
+            if session.clock is not None
+            else f"{len(recorder.history)} epochs in {wall:.1f} s"
+        )
+        print(
+            f"charlstm: {done}; final loss {last.get('loss', math.nan):.4f}"
+            f" nats/char{val}; model saved to {run_dir / 'model.keras'}",
+            flush=True,
+        )
+    from charlstm.generation.model import load
+
+    return load((session.out_dir or run_dir) / "model.keras")
+
+
+def _replicas(meta: dict[str, Any]) -> str:
+    dist = meta.get("distribute", {})
+    if dist.get("kind", "none") == "none":
+        return ""
+    return (
+        f" ({dist['kind']}: {dist['replicas']} replicas in {dist['processes']} process(es), "
+        f"global batch {dist['global_batch_size']})"
+    )
+
+
+def _announce(plan: Plan, text: Text, data: Data, meta: dict[str, Any], budget: Budget | None = None) -> None:
+    config, vocab = plan.config, text.vocab
+    arch = f"{config.layers}x{config.cell.upper()}({config.units})"
+    where = meta["trained_with"]
+    length = (
+        f"for {budgets.format_duration(budget.schedule.remaining(time.monotonic()))} ({config.lr_schedule} schedule)"
+        if budget is not None
+        else f"{data.steps} batches/epoch"
+    )
+    print(
+        f"charlstm: training {arch} ({config.recipe} recipe) on {text.corpus.name}: {len(text.train_ids):,} train / "
+        f"{len(text.val_ids):,} validation chars, vocabulary {vocab.size}, {length}, "
+        f"{where['backend']} on {where['device']['kind']}{_replicas(meta)} -> {plan.run_dir}",
+        flush=True,
+    )
+    if budget is not None and budget.sizing is not None:
+        s = budget.sizing
+        print(f"charlstm: sized for the budget: {s.layers} x {config.cell.upper()}({s.units}), dropout {s.dropout:g}: "
+              f"{s.why}", flush=True)
+    if vocab.has_unknown:
+        print(
+            f"charlstm: the vocabulary keeps {vocab.coverage:.2%} of the text's characters; the rarest "
+            "become one unknown symbol (never generated)",
+            flush=True,
+        )
+
+
+def train(
+    source: str | os.PathLike[str] | None = None,
+    *,
+    recipe: str = "default",
+    out: str | os.PathLike[str] | None = None,
+    resume: bool = False,
+    init_from: str | os.PathLike[str] | None = None,
+    callbacks: list[Any] | None = None,
+    backend: str | None = None,
+    distribute: str | None = None,
+    coordinator: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+    time: str | float | None = None,
+    **settings: Any,
+) -> CharModel:
+    """Train a character model on `source` (named corpus, file or folder) and return it, ready to generate.
+
+    settings: any `TrainConfig` field (epochs, layers, units, seq_len, lr, ...); None means 'recipe default'.
+    time: a time budget instead of epochs ("90s", "10m", "1h30m" or seconds): the network's size (unless
+    given), the learning-rate schedule and the stop are fitted to it; with `resume`, time added to the run.
+    resume: continue the run in `out` from its last.keras (source and settings come from the run; `epochs`
+    may be raised to train longer).
+    callbacks: extra Keras callbacks, run before charlstm's own each epoch.
+    backend: "tensorflow" or "jax" (default: KERAS_BACKEND, else the one measured faster for this network on
+    this machine, see probe.py); fixed for the process
+    once Keras is imported. A run may be resumed or fine-tuned on the other backend.
+    distribute: "none", "mirrored" (all local GPUs, TensorFlow) or "multihost" (`num_processes` processes
+    joined at `coordinator` HOST:PORT, this one `process_id`; JAX, chosen here): see strategy.py. `batch_size`
+    is then per replica. Every process of a multihost job returns the model; only process 0 writes files.
+    """
+    wish = strategies.request(distribute, coordinator, num_processes, process_id)
+    plan = plan_run(source, recipe, out, resume, init_from, {**settings, "time": time})
+    if plan.config.time_budget and wish.kind == "multihost":  # each process would stop on its own clock
+        raise CharlstmError("--time does not work with --distribute multihost yet; give --epochs")
+    # before anything imports Keras; with no backend named, the one faster for this network here (probe.py)
+    backends.select(strategies.backend_for(wish, backend), network=probe.network_of(plan.config))
+    text = read_text(plan)
+    plan.run_dir = plan.run_dir or default_run_dir(text.corpus.name)
+    # Keras (and TensorFlow or JAX) load only now, so every mistake in the input above is one quick, clean line
+    dist = strategies.start(wish)  # multihost: every process joins here
+    if not dist.chief:  # workers print, sample and log nothing; their checkpoints go to a scratch folder
+        plan.config.verbose, plan.config.sample_temperatures, plan.config.tensorboard = 0, [], False
+    data = make_data(plan.config, text, dist)
+    budget = plan_budget(plan, text, data)
+    if budget is not None:
+        limit_validation(plan.config, text, data, budget.val_chars, dist)
+    spec = model_spec(plan.config, text.vocab)
+    model = make_model(plan, spec, data.steps, dist)
+    meta = {**run_metadata(plan, text, spec), "distribute": dist.describe(plan.config.batch_size)}
+    if budget is not None:
+        meta["budget"] = {
+            "seconds": plan.config.time_budget,
+            "schedule": plan.config.lr_schedule,
+            "interval_steps": budget.interval,
+            "startup_seconds": round(budget.startup, 2),
+            "validation_chars": min(budget.val_chars or 0, len(text.val_ids)),
+            "sizing": budget.sizing.to_json() if budget.sizing is not None
+            else (plan.resumed or {}).get("budget", {}).get("sizing"),
+        }
+    if dist.chief:
+        plan.run_dir.mkdir(parents=True, exist_ok=True)
+        write_atomic(plan.run_dir / "config.json", json.dumps(meta, ensure_ascii=False, indent=1))
+    session = make_session(plan, meta, data, callbacks, dist.output_dir(plan.run_dir), budget)
+    if plan.config.verbose:
+        _announce(plan, text, data, meta, budget)
+    with dist.training(plan.run_dir):
+        wall = fit(model, plan, data, session, budget)
+    return report(plan, session, wall)
