@@ -139,7 +139,7 @@ def sniff_encoding(head: bytes, *, source: str, encoding: str = "utf-8") -> tupl
 
     With the default UTF-8, a UTF-16/UTF-32 byte-order mark is honoured (such files are text, not binary),
     a UTF-8 BOM is skipped, and a NUL byte early on means a binary file. Shared by the whole-file and the
-    streaming (prepared.py) readers so that both decode a file identically.
+    streaming (sources.py) readers so that both decode a file identically.
     """
     if encoding.lower().replace("-", "").replace("_", "") not in ("utf8", "utf8sig"):
         return encoding, 0
@@ -243,7 +243,7 @@ class SourceFiles:
     """What a source names, before anything is read: its files in order and how to decode them.
 
     Named corpora decode as they always have (UTF-8; the standard library with `errors="replace"`) whatever
-    the text options say. Both readers, whole-text (`load_corpus`) and streaming (prepared.py), start here.
+    the text options say. Both readers, whole-text (`load_corpus`) and streaming (sources.py), start here.
     """
 
     name: str

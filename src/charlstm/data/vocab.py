@@ -47,7 +47,7 @@ class Vocabulary:
     def from_counts(
         cls, counts: Mapping[str, int], *, max_vocab: int | None = None, min_count: int = 1
     ) -> Vocabulary:
-        """`build` from character counts: a streamed corpus (prepared.py) counts in chunks, then calls this."""
+        """`build` from character counts: a streamed corpus (prepare.py) counts in chunks, then calls this."""
         if max_vocab is not None and max_vocab < 2:
             raise CharlstmError(f"--max-vocab must be at least 2, got {max_vocab}")
         if min_count < 1:

@@ -203,7 +203,7 @@ class CharModel:
         processors: Sequence[LogitProcessor] = (),
         max_repeat: int | str | None = None,
     ) -> Generation:
-        """A checked, ready-to-step `Generation` (generation.py) for these settings; nothing is computed yet.
+        """A checked, ready-to-step `Generation` (state.py) for these settings; nothing is computed yet.
 
         The one place where generation arguments are checked and the prime is chosen and encoded, shared by
         `stream`/`generate`, the CLI and the server, so that the same seed gives the same text everywhere.

@@ -1,6 +1,6 @@
 """One request's generation, and the step that advances any number of them together.
 
-`CharModel` (runtime.py) holds the network and its one-time-step function; everything that belongs to one
+`CharModel` (model.py) holds the network and its one-time-step function; everything that belongs to one
 request lives here, in a `Generation`: its rows (samples), how the context is kept (a strategy object), the
 sampling settings, its own random stream, stop strings, which rows are done, and the logit processors that
 may constrain each row's next character. `step(generations)` moves every given generation on by one

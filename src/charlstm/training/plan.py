@@ -54,7 +54,7 @@ class Plan:
 
 @dataclass
 class Text:
-    """The text phase's result: the encoded corpus (prepared.py: memory-mapped, or in memory for small
+    """The text phase's result: the encoded corpus (data.cache: memory-mapped, or in memory for small
     texts), the model's vocabulary, and the split in that vocabulary's ids."""
 
     corpus: PreparedCorpus
@@ -195,7 +195,7 @@ def plan_run(
 
 # -- phase 2: text and vocabulary ----------------------------------------------------------------------------
 def read_text(plan: Plan) -> Text:
-    """The corpus as ids (prepared.py: a prepared DIR memory-mapped, a big text prepared once into the cache,
+    """The corpus as ids (data.cache: a prepared DIR memory-mapped, a big text prepared once into the cache,
     a small one in memory: one path), the vocabulary (new, resumed or inherited) and the split."""
     from charlstm.data.batches import RemappedIds
     from charlstm.data.cache import corpus_for_training
