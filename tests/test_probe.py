@@ -114,7 +114,7 @@ def test_a_process_that_names_no_backend_takes_the_remembered_one(tmp_path):
     net = json.dumps(probe.default_network(), sort_keys=True)
     (tmp_path / probe.CACHE_NAME).write_text(json.dumps({probe.machine_key(): {net: {"backend": "jax"}}}))
     env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
-    code = "import sys; from charlstm import backend; print(backend.select()); print('keras' in sys.modules)"
+    code = "import sys; from charlstm.training import backend; print(backend.select()); print('keras' in sys.modules)"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                           env={**env, "CHARLSTM_CACHE": str(tmp_path)})
     assert proc.returncode == 0, proc.stderr[-3000:]
