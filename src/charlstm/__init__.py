@@ -13,6 +13,17 @@ from charlstm.errors import CharlstmError
 __version__ = "0.1.0"
 __all__ = ["CharlstmError", "train", "prepare", "load", "CharModel", "__version__"]
 
+# the lesson's own Keras code with charlstm's pieces (examples/lesson.ipynb): name -> module, imported on use
+_LESSON = {
+    "lesson_text": "charlstm.data.lesson",
+    "lesson_windows": "charlstm.data.lesson",
+    "OneHotWindows": "charlstm.training.lesson",  # these three import Keras
+    "SampleText": "charlstm.training.lesson",
+    "save_keras_model": "charlstm.training.lesson",
+    "serve_in_background": "charlstm.server.run",
+}
+__all__ += list(_LESSON)
+
 if TYPE_CHECKING:
     from charlstm.generation.model import CharModel
 
@@ -37,4 +48,8 @@ def __getattr__(name: str) -> Any:
         from charlstm.generation.model import CharModel
 
         return CharModel
+    if name in _LESSON:
+        import importlib
+
+        return getattr(importlib.import_module(_LESSON[name]), name)
     raise AttributeError(f"module 'charlstm' has no attribute {name!r}")

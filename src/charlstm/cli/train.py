@@ -74,6 +74,9 @@ def add_parsers(sub: Any) -> None:
     r.add_argument("--sample-length", type=int, help="characters per epoch sample (default 400)")
     r.add_argument("--tensorboard", action="store_true", default=None, help="also write TensorBoard logs")
     r.add_argument("--quiet", action="store_true", help="no progress bar or samples")
+    r.add_argument(
+        "-v", "--verbose", action="store_true", help="also show TensorFlow's/JAX's own log lines (hidden by default)"
+    )
 
     pp = sub.add_parser(
         "prepare", help="encode texts once into a memory-mapped corpus (ids.bin + corpus.json) to train on"
@@ -95,6 +98,9 @@ def add_demo_parser(sub: Any) -> None:
         "--out", default="runs/demo", help="run directory (default runs/demo; replaced if present)"
     )
     d.add_argument("--time", default=None, help="training time (default 90s, on any machine)")
+    d.add_argument(
+        "-v", "--verbose", action="store_true", help="also show TensorFlow's/JAX's own log lines (hidden by default)"
+    )
     d.set_defaults(func=cmd_demo)
 
 
@@ -133,6 +139,8 @@ def _train_settings(args: argparse.Namespace) -> dict[str, Any]:
     settings = {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
     if args.quiet:
         settings["verbose"] = 0
+    if getattr(args, "verbose", False):
+        settings["verbose"] = 2  # progress and samples, plus the engines' own lines (training/engines.py)
     return settings
 
 
@@ -204,6 +212,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     settings = dict(DEMO_SETTINGS)
     if args.time:
         settings["time"] = args.time
+    if args.verbose:
+        settings["verbose"] = 2
     model = train(source, out=out, sample_temperatures=[0.5], sample_length=200, **settings)
     print("\n===== samples from the trained model at the lesson's four temperatures =====")
     print_samples(model, None, [0.2, 0.5, 1.0, 1.2], 400, seed=0)

@@ -7,6 +7,7 @@ character costs one step of each layer, carrying the LSTM/GRU state. No TensorFl
 
 from __future__ import annotations
 
+import math
 import os
 import unicodedata
 from collections.abc import Iterator, Sequence
@@ -16,7 +17,7 @@ import numpy as np
 
 from charlstm.data.vocab import Vocabulary
 from charlstm.errors import CharlstmError
-from charlstm.generation.modelfile import SUPPORTED, read_model_file, read_weights
+from charlstm.generation.modelfile import check_layers, read_model_file, read_weights
 from charlstm.generation.network import ALL_BLAS_THREADS, OneBlasThread, RecurrentLayer, rowwise
 from charlstm.generation.processors import LogitProcessor, RepeatGuard
 from charlstm.generation.state import Generation, Sampling, StatefulContext, WindowContext, step
@@ -69,9 +70,28 @@ class CharModel:
     def recipe(self) -> str:
         return str(self.meta.get("recipe", "default"))
 
+    @property
+    def architecture(self) -> str:
+        """e.g. "2×LSTM(128)", or "LSTM(128)+GRU(64)" for mixed stacks."""
+        names = [f"{layer.cell.upper()}({layer.units})" for layer in self.layers]
+        return f"{len(names)}×{names[0]}" if len(set(names)) == 1 and len(names) > 1 else "+".join(names)
+
+    @property
+    def best_val_bpc(self) -> float | None:
+        """The lowest validation bits/char among the epochs recorded in the file (None: no validation)."""
+        rows = (self.meta.get("train_state") or {}).get("history") or []
+        values = [r.get("val_bpc") for r in rows if isinstance(r, dict)]
+        values = [float(v) for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
+        return min(values) if values else None
+
     def __repr__(self) -> str:
-        arch = "+".join(f"{layer.cell.upper()}({layer.units})" for layer in self.layers)
-        return f"CharModel({arch}, vocab={self.vocab.size}, recipe={self.recipe!r}, path={self.path!r})"
+        """What a notebook shows for `model`: the network, vocabulary, recipe, how good it got, where it is."""
+        best = self.best_val_bpc
+        score = f", best validation {best:.3f} bits/char" if best is not None else ""
+        return (
+            f"CharModel({self.architecture}, vocabulary {self.vocab.size}, recipe {self.recipe!r}{score}, "
+            f"path={self.path!r})"
+        )
 
     # -- text <-> ids ---------------------------------------------------------------------------------
     def prepare(self, text: str) -> str:
@@ -377,11 +397,7 @@ def model_from_parts(
     """Assemble a CharModel from a Keras model config and per-layer weights (or the h5 bytes)."""
     layer_cfgs = config["config"]["layers"]
     classes = [lc["class_name"] for lc in layer_cfgs]
-    unsupported = sorted(set(classes) - SUPPORTED)
-    if unsupported:
-        raise CharlstmError(
-            f"{path or 'model'}: layers the NumPy runtime cannot run: {', '.join(unsupported)}"
-        )
+    check_layers(layer_cfgs, path)
     per_layer = read_weights(weights, classes) if isinstance(weights, bytes) else weights
     vocab = Vocabulary.from_json(meta["vocab"])
     input_table = None

@@ -22,7 +22,64 @@ from charlstm.errors import CharlstmError
 
 META_ENTRY = "charlstm.json"
 FORMAT = "charlstm-model"
-SUPPORTED = {"InputLayer", "CategoryEncoding", "Embedding", "LSTM", "GRU", "Dropout", "Dense"}
+SUPPORTED = {"InputLayer", "CategoryEncoding", "Embedding", "LSTM", "GRU", "Dropout", "Dense", "Activation", "Softmax"}
+# a softmax head is sampled from its inputs, the logits: softmax(z) and z give the same distribution
+HEAD_ACTIVATIONS = ("linear", "softmax")
+
+
+def _activation(value: Any) -> str:
+    """An activation's name in a layer config: "tanh", or a serialized object's name."""
+    if isinstance(value, dict):
+        return str((value.get("config") or {}).get("name") or value.get("class_name", "")).lower()
+    return str(value or "linear").lower()
+
+
+def check_layers(layer_cfgs: Sequence[dict[str, Any]], path: str | None = None) -> None:
+    """Refuse, with the reason, a layer graph the NumPy runtime would run differently than Keras does.
+
+    It runs a chain: ids (Embedding or one-hot CategoryEncoding) or one-hot input, LSTM/GRU layers in their
+    default, cuDNN-compatible settings, Dropout (nothing at inference), and one Dense head, linear or softmax
+    (a trailing Activation("softmax") or Softmax layer too): a model built some other way (your own
+    Sequential, say) is checked here rather than generating wrong text.
+    """
+    where = path or "model"
+    classes = [lc["class_name"] for lc in layer_cfgs]
+    unsupported = sorted(set(classes) - SUPPORTED)
+    if unsupported:
+        raise CharlstmError(f"{where}: layers the NumPy runtime cannot run: {', '.join(unsupported)}")
+    head = False
+    for lc in layer_cfgs:
+        cls, cfg = lc["class_name"], lc.get("config", {})
+        name = cfg.get("name", cls)
+        if cls in ("LSTM", "GRU"):
+            if head:
+                raise CharlstmError(f"{where}: {name} comes after the Dense head; the runtime needs the head last")
+            plain = (
+                _activation(cfg.get("activation", "tanh")) == "tanh"
+                and _activation(cfg.get("recurrent_activation", "sigmoid")) == "sigmoid"
+                and cfg.get("use_bias", True)
+                and not cfg.get("go_backwards", False)
+                and (cls == "LSTM" or cfg.get("reset_after", True))
+            )
+            if not plain:
+                raise CharlstmError(
+                    f"{where}: {name}: the NumPy runtime runs {cls} layers in their default settings (tanh, "
+                    "sigmoid gates, with bias, forward; GRU with reset_after)"
+                )
+        elif cls == "Dense":
+            if head:
+                raise CharlstmError(f"{where}: {name}: the runtime runs one Dense layer, the head (no hidden Dense)")
+            if _activation(cfg.get("activation")) not in HEAD_ACTIVATIONS or not cfg.get("use_bias", True):
+                raise CharlstmError(
+                    f"{where}: {name}: the head must be a Dense layer with a bias and a linear or softmax "
+                    f"activation, not {_activation(cfg.get('activation'))!r}"
+                )
+            head = True
+        elif cls in ("Activation", "Softmax"):
+            if not head or (cls == "Activation" and _activation(cfg.get("activation")) not in HEAD_ACTIVATIONS):
+                raise CharlstmError(f"{where}: {name}: only a softmax after the Dense head is supported")
+        elif cls == "CategoryEncoding" and cfg.get("output_mode", "one_hot") != "one_hot":
+            raise CharlstmError(f"{where}: {name}: CategoryEncoding must be one_hot")
 
 
 def _snake(name: str) -> str:

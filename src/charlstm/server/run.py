@@ -7,8 +7,12 @@ API call) or an explicit `--no-auth`, and says which it is.
 from __future__ import annotations
 
 import ipaddress
+import os
 import sys
+import threading
+import time
 from collections.abc import Sequence
+from typing import Any
 
 from charlstm.errors import CharlstmError
 from charlstm.server.limits import Limits
@@ -64,3 +68,51 @@ def serve(
         print(f"charlstm: warning: no authentication (--no-auth): anyone who can reach {host}:{port} can use it",
               file=sys.stderr, flush=True)
     uvicorn.run(app, host=host, port=port, access_log=access_log, log_level="info")
+
+
+class BackgroundServer:
+    """A playground server running in a background thread of this process (a notebook's kernel): `url`,
+    and `stop()` (also on `with` exit). Loopback only: it has no token."""
+
+    def __init__(self, server: Any, thread: threading.Thread, names: list[str]) -> None:
+        self._server, self._thread, self.names = server, thread, names
+        host, port = server.servers[0].sockets[0].getsockname()[:2]
+        self.port = int(port)
+        self.url = f"http://{host}:{self.port}/"
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout)
+
+    def __enter__(self) -> BackgroundServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"BackgroundServer({', '.join(self.names)} at {self.url})"
+
+
+def serve_in_background(
+    paths: Sequence[str | os.PathLike[str]], port: int = 0, limits: Limits | None = None, timeout: float = 30.0
+) -> BackgroundServer:
+    """Serve models or run directories on 127.0.0.1:`port` (0: any free port) from a background thread and
+    return once it accepts connections; `.url` says where to open the page, `.stop()` ends it."""
+    import uvicorn
+
+    from charlstm.server.app import create_app
+    from charlstm.server.catalog import load_entries
+
+    entries = load_entries([str(p) for p in paths])
+    config = uvicorn.Config(create_app(entries, limits), host="127.0.0.1", port=port, log_level="warning")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="charlstm-playground", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            server.should_exit = True
+            raise CharlstmError(f"the playground server did not start on 127.0.0.1:{port} (is the port in use?)")
+        time.sleep(0.02)
+    return BackgroundServer(server, thread, [e.name for e in entries])

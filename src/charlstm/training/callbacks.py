@@ -29,6 +29,7 @@ from charlstm.fileio import save_atomic, write_atomic
 from charlstm.generation.model import load as load_runtime
 from charlstm.training.backend import set_learning_rate
 from charlstm.training.budget import BudgetSchedule, format_duration
+from charlstm.training.notebook import live_output
 from charlstm.training.saving import save_model
 
 LN2 = math.log(2)
@@ -151,7 +152,7 @@ class BudgetClock(keras.callbacks.Callback):
         self._last_batch_end: float | None = None
         self._shown_at = -math.inf
         self._width = 0
-        self._live = verbose and sys.stdout.isatty()  # rewrite one line in place; in a log, a line per interval
+        self._live = verbose and live_output()  # rewrite one line in place (terminal, notebook); in a log, a line per interval
 
     # where the run stands
     def position(self) -> tuple[int, int]:
@@ -319,13 +320,13 @@ class RunRecorder(keras.callbacks.Callback):
         write_atomic(self.run_dir / "metrics.csv", buf.getvalue())
 
     def _plot(self) -> None:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        # a bare Figure, not pyplot: it draws off-screen without switching the process' backend, so a
+        # notebook keeps its inline plots (and no GUI window opens)
+        from matplotlib.figure import Figure
 
         epochs = [r["epoch"] for r in self.history]
-        fig, ax = plt.subplots(figsize=(6, 4))
+        fig = Figure(figsize=(6, 4))
+        ax = fig.subplots()
         ax.plot(epochs, [r["bpc"] for r in self.history], "o-", label="train")
         if any(r["val_bpc"] is not None for r in self.history):
             ax.plot(epochs, [r["val_bpc"] for r in self.history], "o-", label="validation")
@@ -336,7 +337,6 @@ class RunRecorder(keras.callbacks.Callback):
         ax.legend()
         fig.tight_layout()
         save_atomic(self.run_dir / "loss.png", lambda tmp: fig.savefig(tmp, dpi=100))
-        plt.close(fig)
 
     def _samples(self, epoch: int) -> None:
         if not self.temperatures or self.sample_length <= 0 or not self.seeds:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +22,19 @@ from charlstm.generation.modelfile import FORMAT, META_ENTRY, read_model_file
 FORMAT_VERSION = 1
 
 
-def save_model(model: Any, path: str | os.PathLike[str], meta: dict[str, Any]) -> None:
-    """Save a Keras model (with optimizer state, so training can resume) plus charlstm metadata, atomically."""
+def save_model(
+    model: Any, path: str | os.PathLike[str], meta: dict[str, Any], check: Callable[[Path], Any] | None = None
+) -> None:
+    """Save a Keras model (with optimizer state, so training can resume) plus charlstm metadata, atomically.
+    `check(tmp)` may refuse the written file (by raising) before it takes its name."""
     payload = {"format": FORMAT, "format_version": FORMAT_VERSION, **meta}
 
     def write(tmp: Path) -> None:
         model.save(tmp)
         with zipfile.ZipFile(tmp, "a") as z:
             z.writestr(META_ENTRY, json.dumps(payload, ensure_ascii=False, indent=1))
+        if check is not None:
+            check(tmp)
 
     save_atomic(path, write)
 

@@ -31,7 +31,9 @@ from charlstm.training import probe
 from charlstm.training import strategy as strategies
 from charlstm.training.budget_plan import limit_validation, plan_budget
 from charlstm.training.device import describe, jit_compile
+from charlstm.training.engines import load_engines
 from charlstm.training.model import compile_model, model_spec
+from charlstm.training.notebook import show_plot
 from charlstm.training.plan import (
     Budget,
     Data,
@@ -44,10 +46,6 @@ from charlstm.training.plan import (
     seeds,
 )
 from charlstm.training.recipes import TrainConfig
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-
 
 
 @dataclass
@@ -229,7 +227,7 @@ def fit(model: Any, plan: Plan, data: Data, session: Session, budget: Budget | N
         epochs=config.epochs,
         initial_epoch=initial_epoch,
         callbacks=session.callbacks,
-        verbose=config.verbose,
+        verbose=min(int(config.verbose), 1),  # 2 (-v) also lets the engines' own log lines through
     )
     return time.time() - started
 
@@ -242,14 +240,14 @@ def report(plan: Plan, session: Session, wall: float) -> CharModel:
         left = session.clock.schedule.remaining(session.clock.clock())
         raise TrainingInterrupted(
             f"stopped by {stopper.signal_name} with {budgets.format_duration(left)} of the time budget left; saved "
-            f"{run_dir / 'last.keras'}. Resume with: charlstm train --resume {run_dir}"
+            f"{run_dir / 'last.keras'}. {resume_hint(run_dir)}"
         )
     if stopper.interrupted:
         where = "during" if stopper.partial else "at the end of"
         epoch = int(plan.state.get("epoch", 0)) + recorder.epochs_done + int(stopper.partial)
         raise TrainingInterrupted(
             f"stopped by {stopper.signal_name} {where} epoch {epoch}; saved {run_dir / 'last.keras'}. "
-            f"Resume with: charlstm train --resume {run_dir}"
+            f"{resume_hint(run_dir)}"
         )
     if recorder.diverged_at is not None:
         raise TrainingDiverged(
@@ -273,9 +271,15 @@ def report(plan: Plan, session: Session, wall: float) -> CharModel:
             f" nats/char{val}; model saved to {run_dir / 'model.keras'}",
             flush=True,
         )
+        show_plot(run_dir / "loss.png")  # inline, in a notebook (the file stays in the run directory)
     from charlstm.generation.model import load
 
     return load((session.out_dir or run_dir) / "model.keras")
+
+
+def resume_hint(run_dir: Path) -> str:
+    """How to continue an interrupted run, from a shell and from Python (a notebook)."""
+    return f"Resume with: charlstm train --resume {run_dir} (in Python: charlstm.train(out={str(run_dir)!r}, resume=True))"
 
 
 def _replicas(meta: dict[str, Any]) -> str:
@@ -354,7 +358,9 @@ def train(
     backends.select(strategies.backend_for(wish, backend), network=probe.network_of(plan.config))
     text = read_text(plan)
     plan.run_dir = plan.run_dir or default_run_dir(text.corpus.name)
-    # Keras (and TensorFlow or JAX) load only now, so every mistake in the input above is one quick, clean line
+    # Keras (and TensorFlow or JAX) load only now, so every mistake in the input above is one quick, clean line;
+    # without their start-up lines unless verbose >= 2 (engines.py)
+    load_engines(show_logs=plan.config.verbose >= 2)
     dist = strategies.start(wish)  # multihost: every process joins here
     if not dist.chief:  # workers print, sample and log nothing; their checkpoints go to a scratch folder
         plan.config.verbose, plan.config.sample_temperatures, plan.config.tensorboard = 0, [], False
