@@ -44,6 +44,11 @@ class Job:
         self.cancelled = False
         self._lock = threading.Lock()
         self._pending: list[list[str]] = [[] for _ in range(gen.rows)]
+        # when the generation records log-probabilities: per row, one (logprob, top ids, top logprobs) per
+        # character generated, in order (appended before the character is handed out, never drained)
+        self.entries: list[list[tuple[float, Any, Any]]] | None = (
+            [[] for _ in range(gen.rows)] if getattr(gen, "logprobs", None) is not None else None
+        )
         self._wake = asyncio.Event()
         self._last_signal = 0.0
 
@@ -51,10 +56,14 @@ class Job:
     def add(self, pieces: list[str], now: float) -> int:
         """Take one step's characters (one per row, "" for a finished row); returns how many there were."""
         added = 0
+        gen = self.gen
         with self._lock:
             first = self.chars == 0
-            for row, piece in zip(self._pending, pieces, strict=True):
+            for b, (row, piece) in enumerate(zip(self._pending, pieces, strict=True)):
                 if piece:
+                    if self.entries is not None:
+                        top = (gen.top_ids[b], gen.top_logprobs[b]) if gen.top_ids is not None else (None, None)
+                        self.entries[b].append((float(gen.token_logprobs[b]), *top))
                     row.append(piece)
                     added += 1
             self.chars += added
@@ -149,6 +158,8 @@ class Batcher:
                     job.end(["cancelled"] * job.gen.rows)
                 elif now > job.deadline:
                     job.end(_reasons(job.gen, "time_limit"))
+                elif job.gen.finished:  # nothing to generate (length 0: echo + max_tokens 0 scores a prompt)
+                    job.end(_reasons(job.gen, "length"))
             jobs = [job for job in jobs if not job.finished]
             if not jobs:
                 continue

@@ -1,0 +1,154 @@
+"""Phrase loops at low temperatures: how far samples are from their training text, setting by setting.
+
+    python benchmarks/bench_loops.py MODEL [MODEL ...] [--seeds 20] [--length 2000] [--temps 0.2 0.5]
+
+For each model, temperature and sampling setting it draws one sample of `--length` characters for each of
+`--seeds` seeds (prime: the model's own seed for that seed, as `generate` picks it) and measures, per sample:
+- loop share: the share of characters inside a span of >= 20 characters that already occurred earlier in
+  the same sample (every 20-gram that is a repeat marks its 20 characters);
+- whitespace share: the share of characters that are whitespace;
+- zlib ratio: zlib-compressed size / raw size (UTF-8 bytes, level 9);
+- loss: bits per character of the sample under the model itself (untempered, after its prime), so a setting
+  that only makes the text unlikely shows it.
+Beside them, the training text's own figures on `--seeds` slices of the same length taken from its held-out
+tail (the last 10 %, which the model validated on): the target for a default is all three within 1.5x of
+the text's own at T = 0.5 on both corpora. Rows go to benchmarks/out/loops.jsonl and a table to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import zlib
+
+import numpy as np
+from common import OUT, cpu_name, seed_keras_cache
+
+import charlstm
+from charlstm.data.corpus import load_corpus, preprocess
+from charlstm.generation.state import Batch
+
+SPAN = 20
+
+SETTINGS: dict[str, dict] = {
+    "plain": {"max_repeat": "none"},
+    "guard": {},
+    "ngram 8": {"no_repeat_ngram": 8},
+    "ngram 12": {"no_repeat_ngram": 12},
+    "ngram 20": {"no_repeat_ngram": 20},
+    "penalty 1.1": {"repetition_penalty": 1.1},
+    "penalty 1.3": {"repetition_penalty": 1.3},
+    "min-p 0.1": {"min_p": 0.1},
+    "typical 0.9": {"typical_p": 0.9},
+    "typical 0.5": {"typical_p": 0.5},
+}
+
+
+def loop_share(text: str, span: int = SPAN) -> float:
+    """Share of characters covered by a `span`-gram that already occurred (starting) earlier in `text`."""
+    if len(text) < span:
+        return 0.0
+    first: dict[str, int] = {}
+    covered = np.zeros(len(text), dtype=bool)
+    for j in range(len(text) - span + 1):
+        gram = text[j : j + span]
+        if gram in first:
+            covered[j : j + span] = True
+        else:
+            first[gram] = j
+    return float(covered.mean())
+
+
+def whitespace_share(text: str) -> float:
+    return sum(c.isspace() for c in text) / max(1, len(text))
+
+
+def zlib_ratio(text: str) -> float:
+    raw = text.encode("utf-8")
+    return len(zlib.compress(raw, 9)) / max(1, len(raw))
+
+
+def bits(model, prime: str, text: str) -> float:
+    """Bits per character of `text` after `prime` under the model (untempered)."""
+    scored = model.score(prime + text)
+    return float(-np.sum(scored.logprobs[len(model.prepare(prime)) - 1 :]) / len(text) / np.log(2))
+
+
+def metrics(texts: list[str]) -> dict[str, float]:
+    return {
+        "loop": float(np.mean([loop_share(t) for t in texts])),
+        "space": float(np.mean([whitespace_share(t) for t in texts])),
+        "zlib": float(np.mean([zlib_ratio(t) for t in texts])),
+    }
+
+
+def text_slices(model, seeds: int, length: int) -> list[str]:
+    corpus = model.meta.get("corpus", {})
+    pre = model.preprocessing
+    text = preprocess(
+        load_corpus(corpus["source"]).text,
+        strip_gutenberg_text=bool(pre.get("strip_gutenberg")),
+        normalize=pre.get("normalize", "NFC"),
+        lowercase=bool(pre.get("lowercase")),
+        ascii_only=bool(pre.get("ascii_only")),
+    )
+    tail = text[int(len(text) * 0.9) :]
+    starts = np.random.default_rng(0).integers(0, len(tail) - length, seeds)
+    return [tail[s : s + length] for s in starts]
+
+
+def samples(model, temperature: float, setting: dict, seeds: int, length: int) -> tuple[list[str], list[str]]:
+    """One sample per seed, all seeds stepped together (a request's text never depends on its neighbours)."""
+    gens = [model.generation(None, length, temperature, seed=s, **setting) for s in range(seeds)]
+    primes = [model.default_prime(np.random.default_rng(s)) for s in range(seeds)]
+    texts = [[] for _ in gens]
+    batch = Batch()
+    live = list(range(seeds))
+    while live:
+        batch.step([gens[i] for i in live])
+        for i in live:
+            texts[i].append(gens[i].pieces[0])
+        live = [i for i in live if not gens[i].finished]
+    batch.release()
+    return primes, ["".join(t) for t in texts]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("models", nargs="+")
+    parser.add_argument("--seeds", type=int, default=20)
+    parser.add_argument("--length", type=int, default=2000)
+    parser.add_argument("--temps", type=float, nargs="+", default=[0.2, 0.5])
+    parser.add_argument("--settings", nargs="+", default=list(SETTINGS), help="names from SETTINGS")
+    args = parser.parse_args()
+    seed_keras_cache()
+    OUT.mkdir(parents=True, exist_ok=True)
+    print(f"CPU: {cpu_name()}; {args.seeds} seeds x {args.length} characters per cell")
+    with open(OUT / "loops.jsonl", "a", encoding="utf-8") as log:
+        for path in args.models:
+            model = charlstm.load(path)
+            name = model.meta.get("corpus", {}).get("name", path)
+            own_texts = text_slices(model, args.seeds, args.length)
+            own = metrics(own_texts)
+            own["bpc"] = float(np.mean([bits(model, t[:40], t[40:]) for t in own_texts]))
+            print(f"\n{name}: the text's own: loop {own['loop']:.1%}, space {own['space']:.1%}, "
+                  f"zlib {own['zlib']:.3f}, {own['bpc']:.2f} bits/char under the model")
+            print("| T | setting | loop share | whitespace | zlib ratio | bits/char | within 1.5x | s |")
+            print("|---|---|---|---|---|---|---|---|")
+            for t in args.temps:
+                for label in args.settings:
+                    start = time.perf_counter()
+                    primes, texts = samples(model, t, SETTINGS[label], args.seeds, args.length)
+                    m = metrics(texts)
+                    m["bpc"] = float(np.mean([bits(model, p, x) for p, x in zip(primes, texts, strict=True)]))
+                    ok = all(own[k] / 1.5 <= m[k] <= own[k] * 1.5 for k in ("loop", "space", "zlib"))
+                    took = time.perf_counter() - start
+                    print(f"| {t} | {label} | {m['loop']:.1%} | {m['space']:.1%} | {m['zlib']:.3f} | "
+                          f"{m['bpc']:.2f} | {'yes' if ok else 'no'} | {took:.0f} |", flush=True)
+                    log.write(json.dumps({"model": path, "corpus": name, "temperature": t, "setting": label,
+                                          **m, "own": own, "within": ok, "seconds": took}) + "\n")
+
+
+if __name__ == "__main__":
+    main()
