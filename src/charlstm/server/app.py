@@ -31,7 +31,7 @@ from charlstm.server.schemas import GenerateResponse, Health, ModelInfo, RunResp
 from charlstm.server.service import ApiError, Service, Started, dumps
 from charlstm.server.writing import writing_router
 
-STATIC = {"app.js": "text/javascript", "style.css": "text/css"}
+STATIC = {"app.js": "text/javascript", "write.js": "text/javascript", "style.css": "text/css"}
 
 
 class _AsciiJSON(JSONResponse):
