@@ -5,14 +5,17 @@
 For each model, temperature and sampling setting it draws one sample of `--length` characters for each of
 `--seeds` seeds (prime: the model's own seed for that seed, as `generate` picks it) and measures, per sample:
 - loop share: the share of characters inside a span of >= 20 characters that already occurred earlier in
-  the same sample (every 20-gram that is a repeat marks its 20 characters);
+  the same sample (every 20-gram that is a repeat marks its 20 characters); beside it the same for spans of
+  >= 10 characters ("loop10"), which shows loops that a ban on repeated n-grams of 11-20 characters only
+  shortens;
 - whitespace share: the share of characters that are whitespace;
 - zlib ratio: zlib-compressed size / raw size (UTF-8 bytes, level 9);
 - loss: bits per character of the sample under the model itself (untempered, after its prime), so a setting
   that only makes the text unlikely shows it.
 Beside them, the training text's own figures on `--seeds` slices of the same length taken from its held-out
 tail (the last 10 %, which the model validated on): the target for a default is all three within 1.5x of
-the text's own at T = 0.5 on both corpora. Rows go to benchmarks/out/loops.jsonl and a table to stdout.
+the text's own at T = 0.5 on both corpora (for loops: at most 1.5x; "within 1.5x" says whether a cell
+meets it). Rows go to benchmarks/out/loops.jsonl and a table to stdout.
 """
 
 from __future__ import annotations
@@ -36,7 +39,10 @@ SETTINGS: dict[str, dict] = {
     "guard": {},
     "ngram 8": {"no_repeat_ngram": 8},
     "ngram 12": {"no_repeat_ngram": 12},
+    "ngram 16": {"no_repeat_ngram": 16},
     "ngram 20": {"no_repeat_ngram": 20},
+    "ngram 24": {"no_repeat_ngram": 24},
+    "ngram 32": {"no_repeat_ngram": 32},
     "penalty 1.1": {"repetition_penalty": 1.1},
     "penalty 1.3": {"repetition_penalty": 1.3},
     "min-p 0.1": {"min_p": 0.1},
@@ -78,6 +84,7 @@ def bits(model, prime: str, text: str) -> float:
 def metrics(texts: list[str]) -> dict[str, float]:
     return {
         "loop": float(np.mean([loop_share(t) for t in texts])),
+        "loop10": float(np.mean([loop_share(t, 10) for t in texts])),
         "space": float(np.mean([whitespace_share(t) for t in texts])),
         "zlib": float(np.mean([zlib_ratio(t) for t in texts])),
     }
@@ -132,19 +139,22 @@ def main() -> None:
             own_texts = text_slices(model, args.seeds, args.length)
             own = metrics(own_texts)
             own["bpc"] = float(np.mean([bits(model, t[:40], t[40:]) for t in own_texts]))
-            print(f"\n{name}: the text's own: loop {own['loop']:.1%}, space {own['space']:.1%}, "
-                  f"zlib {own['zlib']:.3f}, {own['bpc']:.2f} bits/char under the model")
-            print("| T | setting | loop share | whitespace | zlib ratio | bits/char | within 1.5x | s |")
-            print("|---|---|---|---|---|---|---|---|")
+            print(f"\n{name}: the text's own: loop {own['loop']:.1%} (>= 10: {own['loop10']:.1%}), space "
+                  f"{own['space']:.1%}, zlib {own['zlib']:.3f}, {own['bpc']:.2f} bits/char under the model")
+            print("| T | setting | loop share | loop10 | whitespace | zlib ratio | bits/char | within 1.5x | s |")
+            print("|---|---|---|---|---|---|---|---|---|")
             for t in args.temps:
                 for label in args.settings:
                     start = time.perf_counter()
                     primes, texts = samples(model, t, SETTINGS[label], args.seeds, args.length)
                     m = metrics(texts)
                     m["bpc"] = float(np.mean([bits(model, p, x) for p, x in zip(primes, texts, strict=True)]))
-                    ok = all(own[k] / 1.5 <= m[k] <= own[k] * 1.5 for k in ("loop", "space", "zlib"))
+                    # loops: at most 1.5x the text's own (fewer verbatim repeats than the text is not the defect);
+                    # whitespace and compressibility: within 1.5x either way
+                    ok = m["loop"] <= own["loop"] * 1.5 and all(
+                        own[k] / 1.5 <= m[k] <= own[k] * 1.5 for k in ("space", "zlib"))
                     took = time.perf_counter() - start
-                    print(f"| {t} | {label} | {m['loop']:.1%} | {m['space']:.1%} | {m['zlib']:.3f} | "
+                    print(f"| {t} | {label} | {m['loop']:.1%} | {m['loop10']:.1%} | {m['space']:.1%} | {m['zlib']:.3f} | "
                           f"{m['bpc']:.2f} | {'yes' if ok else 'no'} | {took:.0f} |", flush=True)
                     log.write(json.dumps({"model": path, "corpus": name, "temperature": t, "setting": label,
                                           **m, "own": own, "within": ok, "seconds": took}) + "\n")

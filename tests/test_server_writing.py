@@ -150,3 +150,14 @@ def test_api_next_and_score(client, paths):
     assert bad.status_code == 422 and bad.json()["error"]["param"] == "text" and "skip" in bad.text
     assert client.post("/api/next", json={"prefix": ""}).status_code == 422
     assert math.isfinite(client.post("/api/score", json={"text": "a"}).json()["chars"])
+
+
+def test_echo_logprobs_of_a_prompt_with_characters_outside_the_vocabulary(client):
+    for policy in ("skip", "replace"):
+        r = client.post("/v1/completions", json={"model": "small", "prompt": "the 😀 cat", "max_tokens": 3,
+                                                 "echo": True, "logprobs": 2, "unknown": policy})
+        assert r.status_code == 200, r.text
+        lp = r.json()["choices"][0]["logprobs"]
+        assert lp["token_logprobs"][0] is None and len(lp["tokens"]) >= 3 + 7
+    r = client.post("/v1/completions", json={"model": "small", "prompt": "the 😀", "echo": True, "logprobs": 1})
+    assert r.status_code == 422 and r.json()["error"]["param"] == "prompt"

@@ -78,7 +78,8 @@ def add_loop_options(g: argparse.ArgumentParser) -> None:
     """Phrase-loop control and the samplers built against it (the same settings as the API's)."""
     g.add_argument("--no-repeat-ngram", type=int, metavar="N",
                    help="never produce an N-character sequence already in the text (Hugging Face's "
-                   "no_repeat_ngram_size, over characters; the prime counts)")
+                   "no_repeat_ngram_size, over characters; the prime counts); 0 = off; default: 20 for the "
+                   "default recipe's models, 0 for classic ones")
     g.add_argument("--repetition-penalty", type=float, metavar="P",
                    help="the CTRL / Hugging Face repetition penalty on characters already in the text (1 = off)")
     g.add_argument("--min-p", type=float, metavar="P",

@@ -19,7 +19,7 @@ from charlstm.errors import CharlstmError
 from charlstm.generation import scoring
 from charlstm.generation.modelfile import SUPPORTED, read_model_file, read_weights
 from charlstm.generation.network import ALL_BLAS_THREADS, OneBlasThread, RecurrentLayer, rowwise
-from charlstm.generation.processors import LogitProcessor, build_processors
+from charlstm.generation.processors import DEFAULT_NO_REPEAT_NGRAM, LogitProcessor, build_processors
 from charlstm.generation.state import Generation, Sampling, StatefulContext, WindowContext, step
 
 
@@ -221,9 +221,13 @@ class CharModel:
         `repeat_limits` (None: the model's default). min_p, typical_p: sampling truncations (sampling.py);
         no_repeat_ngram, repetition_penalty, presence_penalty, frequency_penalty, logit_bias ({id: bias}, ids
         as `vocab.chars` numbers them): logit processors with Hugging Face's and OpenAI's meanings
-        (processors.py). logprobs = N: record each step's log-probabilities (`Generation.token_logprobs`).
+        (processors.py); no_repeat_ngram None: the model's default, `DEFAULT_NO_REPEAT_NGRAM` (20) for the
+        default recipe's models (chosen by measurement, benchmarks/README.md), off (0) for classic ones, which
+        keep the lesson's sampling. logprobs = N: record each step's log-probabilities (`Generation.token_logprobs`).
         """
         sampling = Sampling(temperature, top_k, top_p, min_p, typical_p)
+        if no_repeat_ngram is None:  # the model's default: on for the default recipe, off for classic models
+            no_repeat_ngram = 0 if self.recipe == "classic" else DEFAULT_NO_REPEAT_NGRAM
         processors = build_processors(
             self.vocab.size, self.repeat_limits(max_repeat), processors, no_repeat_ngram=no_repeat_ngram,
             repetition_penalty=repetition_penalty, presence_penalty=presence_penalty,

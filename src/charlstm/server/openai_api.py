@@ -85,9 +85,9 @@ class Logprobs:
         return out
 
 
-def _prompt_logprobs(model: Any, prime: str, n: int) -> dict[str, list[Any]]:
+def _prompt_logprobs(model: Any, prime: str, n: int, unknown: str) -> dict[str, list[Any]]:
     """The echoed prompt's logprobs object: model.score's values, the first character's null."""
-    scored = model.score(prime, top=n)
+    scored = model.score(prime, unknown=unknown, top=n)
     chars = model._chars
     tops: list[Any] = [None]
     for row in range(1, len(scored.ids)):
@@ -196,7 +196,9 @@ def openai_router(service: Service, request_model: type, check_token: Callable[.
             for p, s in enumerate(started):
                 logs[p] = Logprobs(entry.model, req.logprobs, offsets[p])
                 if req.echo:
-                    logs[p].prompt = await run_in_threadpool(_prompt_logprobs, entry.model, s.prime, req.logprobs)
+                    logs[p].prompt = await run_in_threadpool(
+                        _prompt_logprobs, entry.model, s.prime, req.logprobs, req.unknown
+                    )
         if req.stream:
             include_usage = bool((req.stream_options or {}).get("include_usage"))
             return EventSourceResponse(

@@ -18,7 +18,8 @@ UnknownPolicy = Literal["error", "skip", "replace"]
 SEED_DOC = "random seed (>= 0): the same seed gives the same text as the CLI and the Python API"
 NGRAM_DOC = (
     "never produce an N-character sequence already in the text, prime included (Hugging Face's "
-    "no_repeat_ngram_size, over characters); 0 or null = off"
+    "no_repeat_ngram_size, over characters); 0 = off; null: the model's default (20 for the default "
+    "recipe's models, off for classic ones)"
 )
 REPETITION_DOC = (
     "the CTRL / Hugging Face repetition penalty on characters already in the text: logit * p if negative, "

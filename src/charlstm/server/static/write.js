@@ -56,8 +56,7 @@ function renderNext(items) {
 
 function writeSettings() {
   const body = { model: currentModel().name, temperature: Number($("write-temperature").value), unknown: "skip" };
-  const ngram = Number($("write-ngram").value);
-  if (ngram > 0) body.no_repeat_ngram = ngram;
+  body.no_repeat_ngram = Number($("write-ngram").value); // 0 = off
   return body;
 }
 
