@@ -34,20 +34,21 @@ from charlstm.generation.state import Batch
 
 SPAN = 20
 
-SETTINGS: dict[str, dict] = {
-    "plain": {"max_repeat": "none"},
-    "guard": {},
+OFF = {"no_repeat_ngram": 0}
+SETTINGS: dict[str, dict] = {  # every row has the repeat guard (the default) unless it says plain
+    "plain": {"max_repeat": "none", **OFF},
+    "guard": OFF,
     "ngram 8": {"no_repeat_ngram": 8},
     "ngram 12": {"no_repeat_ngram": 12},
     "ngram 16": {"no_repeat_ngram": 16},
-    "ngram 20": {"no_repeat_ngram": 20},
+    "default (ngram 20)": {},
     "ngram 24": {"no_repeat_ngram": 24},
     "ngram 32": {"no_repeat_ngram": 32},
-    "penalty 1.1": {"repetition_penalty": 1.1},
-    "penalty 1.3": {"repetition_penalty": 1.3},
-    "min-p 0.1": {"min_p": 0.1},
-    "typical 0.9": {"typical_p": 0.9},
-    "typical 0.5": {"typical_p": 0.5},
+    "penalty 1.1": {"repetition_penalty": 1.1, **OFF},
+    "penalty 1.3": {"repetition_penalty": 1.3, **OFF},
+    "min-p 0.1": {"min_p": 0.1, **OFF},
+    "typical 0.9": {"typical_p": 0.9, **OFF},
+    "typical 0.5": {"typical_p": 0.5, **OFF},
 }
 
 

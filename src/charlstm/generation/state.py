@@ -130,13 +130,10 @@ class Generation:
         self.processors = list(processors)
         keep_ids = any(getattr(p, "needs_ids", False) for p in self.processors)
         self.history = RowHistory(context.prime_ids, self.rows, keep_ids) if self.processors else None
-        # logprobs = N: after each step, every row's chosen character's log-probability under the model (its
-        # logits before processors and sampling transforms, the way OpenAI and vLLM report them) and the N
-        # likeliest characters with theirs; None: nothing computed
+        # logprobs = N: whoever steps this generation wants each chosen character's log-probability and the N
+        # likeliest characters' (the server's Job reads them from `logits` and `ids` after each step, and
+        # computes them many steps at a time; see `step_logprobs`); None: not wanted
         self.logprobs = logprobs
-        self.token_logprobs: np.ndarray | None = None  # (rows,)
-        self.top_ids: np.ndarray | None = None  # (rows, N), likeliest first
-        self.top_logprobs: np.ndarray | None = None  # (rows, N)
         self.steps = 0  # characters chosen so far, per row
         self.done = [False] * self.rows  # rows that met a stop string
         self.stopped_by: list[str | None] = [None] * self.rows  # which stop string ended each row
@@ -170,12 +167,7 @@ class Generation:
         return self._uniforms[at]
 
     def _record(self, ids: np.ndarray) -> None:
-        """Take the chosen ids: log-probabilities (if asked for), history, pieces, stop strings."""
-        if self.logprobs is not None:
-            logp = log_softmax(self.logits)
-            self.token_logprobs = np.take_along_axis(logp, ids[:, None], axis=-1)[:, 0]
-            if self.logprobs:
-                self.top_ids, self.top_logprobs = top_entries(logp, self.logprobs)
+        """Take the chosen ids: history, pieces, stop strings."""
         self.ids = ids
         self.steps += 1
         if self.history is not None:
@@ -289,6 +281,20 @@ class Batch:
         for gen, (a, b) in zip(self._members, self._bounds, strict=True):
             gen.context.state = [tuple(s[a:b] for s in st) for st in self._state]
         self._members, self._state, self._bounds, self._logits = [], [], [], None
+
+
+def step_logprobs(
+    logits: np.ndarray, ids: np.ndarray, top: int
+) -> tuple[list[float], list[list[int]], list[list[float]]]:
+    """Log-probabilities of the chosen `ids` (T,) under `logits` (T, V) -- the model's distribution before
+    processors and sampling transforms, as OpenAI and vLLM report it -- and the `top` likeliest ids with
+    theirs, likeliest first: computed for many steps in one call, so asking for them costs little per step."""
+    logp = log_softmax(logits)
+    chosen = np.take_along_axis(logp, np.asarray(ids)[:, None], axis=-1)[:, 0].tolist()
+    if not top:
+        return chosen, [[] for _ in chosen], [[] for _ in chosen]
+    top_ids, top_vals = top_entries(logp, top)
+    return chosen, top_ids.tolist(), top_vals.tolist()
 
 
 def _same(a: Sequence[Generation], b: Sequence[Generation]) -> bool:

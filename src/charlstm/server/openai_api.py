@@ -59,13 +59,15 @@ class Logprobs:
         self.prompt: dict[str, list[Any]] | None = None  # the echoed prompt's own object, when echo
         self.sent: dict[int, int] = {}  # streaming: completion characters sent so far, per row
 
-    def part(self, entries: Any, row: int, text: str) -> dict[str, Any]:
+    def part(self, job: Any, row: int, text: str) -> dict[str, Any]:
         """Streaming: the object for `text`, the row's next characters after those already sent."""
         first = self.sent.get(row, 0)
         self.sent[row] = first + len(text)
-        return self.build(text, entries[row][first : first + len(text)], first, False)
+        return self.build(text, job.logprobs(row, first, first + len(text)), first, False)
 
-    def build(self, text: str, entries: Sequence[tuple[float, Any, Any]], first: int, echo: bool) -> dict[str, Any]:
+    def build(
+        self, text: str, entries: Sequence[tuple[float, list[int], list[float]]], first: int, echo: bool
+    ) -> dict[str, Any]:
         """The object for the completion characters `text` (from number `first` on) and their `entries`
         (as the batcher recorded them), after the echoed prompt's when `echo`."""
         chars = self.chars
@@ -74,9 +76,7 @@ class Logprobs:
             for key in out:
                 out[key].extend(self.prompt[key])
         for k, (ch, (logprob, ids, values)) in enumerate(zip(text, entries, strict=True)):
-            top: dict[str, float] = {}
-            if ids is not None:
-                top = {chars[i]: v for i, v in zip(ids.tolist(), values.tolist(), strict=True)}
+            top = {chars[i]: v for i, v in zip(ids, values, strict=True)}
             top.setdefault(ch, logprob)
             out["tokens"].append(ch)
             out["token_logprobs"].append(logprob)
@@ -223,7 +223,7 @@ def openai_router(service: Service, request_model: type, check_token: Callable[.
                     choices.append({
                         "index": p * req.n + b,
                         "text": echoes[p] + text,
-                        "logprobs": None if lp is None else lp.build(text, s.job.entries[b][: len(text)], 0, req.echo),
+                        "logprobs": None if lp is None else lp.build(text, s.job.logprobs(b, 0, len(text)), 0, req.echo),
                         "finish_reason": _finish_reason(s.job.finish_reasons[b]),
                     })
         finally:
@@ -276,12 +276,12 @@ async def _stream(
                     out = holders[b].feed(text)
                     if out:
                         completion_chars += len(out)
-                        yield event([choice(p * rows + b, out, None, lp and lp.part(s.job.entries, b, out))])
+                        yield event([choice(p * rows + b, out, None, lp and lp.part(s.job, b, out))])
             for b in range(rows):
                 out = holders[b].finish(s.job.gen.stopped_by[b])
                 completion_chars += len(out)
                 reason = "length" if s.job.error else _finish_reason(s.job.finish_reasons[b])
-                yield event([choice(p * rows + b, out, reason, lp and lp.part(s.job.entries, b, out))])
+                yield event([choice(p * rows + b, out, reason, lp and lp.part(s.job, b, out))])
         if include_usage:
             prompt_chars = sum(len(s.prime) for s in started)
             yield event([], {"prompt_tokens": prompt_chars, "completion_tokens": completion_chars,
