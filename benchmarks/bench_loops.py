@@ -49,7 +49,37 @@ SETTINGS: dict[str, dict] = {  # every row has the repeat guard (the default) un
     "min-p 0.1": {"min_p": 0.1, **OFF},
     "typical 0.9": {"typical_p": 0.9, **OFF},
     "typical 0.5": {"typical_p": 0.5, **OFF},
+    "mirostat tau 1": {"mirostat": 1.0, **OFF},
+    "mirostat tau 2": {"mirostat": 2.0, **OFF},
+    "mirostat tau 3": {"mirostat": 3.0, **OFF},
 }
+
+
+class MirostatV2:
+    """Mirostat 2.0 as llama.cpp's sampler chain has it (tried here, not shipped): after temperature, drop the
+    characters whose surprise -log2 p exceeds mu (keeping at least the likeliest), sample from the rest, and
+    move mu by eta x (observed surprise - tau), the observed surprise taken under the truncated distribution.
+    A logit processor that carries mu per row in the generation's memo."""
+
+    def __init__(self, tau: float, temperature: float, eta: float = 0.1) -> None:
+        self.tau, self.t, self.eta = tau, max(temperature, 1e-6), eta
+
+    def __call__(self, logits: np.ndarray, history) -> np.ndarray:
+        rows = len(logits)
+        state = history.memo.setdefault(self, {"mu": np.full(rows, 2 * self.tau), "q": None})
+        if state["q"] is not None:  # the last step's choice: its surprise under the distribution it came from
+            seen = state["q"][np.arange(rows), history.last]
+            state["mu"] = state["mu"] - self.eta * (-np.log2(np.maximum(seen, 1e-300)) - self.tau)
+        z = logits / self.t
+        p = np.exp(z - z.max(axis=1, keepdims=True))
+        p /= p.sum(axis=1, keepdims=True)
+        with np.errstate(divide="ignore"):
+            keep = -np.log2(p) <= state["mu"][:, None]
+        keep[np.arange(rows), p.argmax(axis=1)] = True
+        out = np.where(keep, logits, -np.inf)
+        q = np.where(keep, p, 0.0)
+        state["q"] = q / q.sum(axis=1, keepdims=True)
+        return out
 
 
 def loop_share(text: str, span: int = SPAN) -> float:
@@ -108,6 +138,10 @@ def text_slices(model, seeds: int, length: int) -> list[str]:
 
 def samples(model, temperature: float, setting: dict, seeds: int, length: int) -> tuple[list[str], list[str]]:
     """One sample per seed, all seeds stepped together (a request's text never depends on its neighbours)."""
+    setting = dict(setting)
+    tau = setting.pop("mirostat", None)
+    if tau is not None:  # a fresh processor per generation is not needed (its state lives in the memo)
+        setting["processors"] = [MirostatV2(tau, temperature)]
     gens = [model.generation(None, length, temperature, seed=s, **setting) for s in range(seeds)]
     primes = [model.default_prime(np.random.default_rng(s)) for s in range(seeds)]
     texts = [[] for _ in gens]
