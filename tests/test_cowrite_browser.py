@@ -15,6 +15,16 @@ from test_playground_browser import TOKEN, driver, server, wait_for  # noqa: F40
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
 
+def get_json_post(url: str, body: dict) -> dict:
+    import json
+    import urllib.request
+
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST", headers={
+        "Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.loads(r.read())
+
+
 def test_write_view_proposes_accepts_dismisses_and_colours_surprise(driver, server, tmp_path):  # noqa: F811
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
@@ -37,11 +47,17 @@ def test_write_view_proposes_accepts_dismisses_and_colours_surprise(driver, serv
             labelled = driver.find_elements(By.CSS_SELECTOR, f"label[for='{el_id}']") or el.get_attribute("aria-label")
             assert labelled, el_id
 
+        by_id("write-seed").send_keys("5")
         area = by_id("write-text")
         area.click()
         area.send_keys("the cat sat on the ")
         proposal = wait_for(ghost, what="a proposed continuation")
         assert value() == "the cat sat on the "  # proposed, not typed
+        length = int(by_id("write-length").get_attribute("value"))
+        same = get_json_post(base + "/api/generate", {"model": run_name, "prime": "the cat sat on the ",
+                                                       "length": length, "temperature": 0.5, "seed": 5,
+                                                       "no_repeat_ngram": 20, "unknown": "skip"})
+        assert proposal == same["text"]  # the proposal is the API's text for the same seed
         assert js("return getComputedStyle(document.getElementById('write-ghost')).color") != js(
             "return getComputedStyle(document.getElementById('write-text')).color")  # shown greyed
         items = wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, "#write-next li"), what="next characters")

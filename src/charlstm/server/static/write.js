@@ -93,6 +93,7 @@ async function propose() {
     status.classList.remove("error");
     status.textContent = "proposing…";
     const body = { ...writeSettings(), prime: prefix, length: Number($("write-length").value) };
+    if ($("write-seed").value !== "") body.seed = Number($("write-seed").value);
     const out = await (await post("/api/generate", body)).json();
     if (seq !== write.seq || t.value !== text) return;
     write.ghost = out.text;
@@ -172,6 +173,7 @@ function initWrite() {
     $(id).addEventListener("change", () => { dismiss(); schedule(); });
     update();
   }
+  $("write-seed").addEventListener("change", () => { dismiss(); schedule(); });
   $("surprise-go").addEventListener("click", surprise);
   fetch("/healthz").then((r) => r.json()).then((h) => { if (h.limits) state.maxPrime = h.limits.max_prime; })
     .catch(() => {});
