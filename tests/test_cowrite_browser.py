@@ -98,6 +98,23 @@ def test_write_view_proposes_accepts_dismisses_and_colours_surprise(driver, serv
             Path(png).parent.mkdir(parents=True, exist_ok=True)
             driver.save_screenshot(png)
 
+        # the Generate view sends the loop settings too: the same text as the API for the same seed
+        by_id("tab-generate").click()
+        js("for (const [id, v] of [['length', 120], ['repetition_penalty', 1.3], ['no_repeat_ngram', 6]]) {"
+           " const e = document.getElementById(id); e.value = v; e.dispatchEvent(new Event('input')); }")
+        assert by_id("repetition_penalty-value").text == "1.30" and by_id("no_repeat_ngram-value").text == "6"
+        by_id("prime").clear()
+        by_id("prime").send_keys("the dog ")
+        by_id("seed").send_keys("3")
+        by_id("generate").click()
+        wait_for(lambda: "ended by" in by_id("status").text, what="the generation")
+        shown = js("return document.querySelector('#output .gen-text').textContent")
+        expect = get_json_post(base + "/api/generate", {"model": run_name, "prime": "the dog ", "length": 120,
+                                                         "temperature": 1.0, "seed": 3, "no_repeat_ngram": 6,
+                                                         "repetition_penalty": 1.3, "unknown": "skip"})
+        assert shown == expect["text"]
+        by_id("tab-write").click()
+
         # a phone's width: nothing wider than the screen, the next characters below the text
         driver.set_window_size(390, 844)
         area.send_keys("a")

@@ -57,6 +57,8 @@ function renderNext(items) {
 function writeSettings() {
   const body = { model: currentModel().name, temperature: Number($("write-temperature").value), unknown: "skip" };
   body.no_repeat_ngram = Number($("write-ngram").value); // 0 = off
+  const penalty = Number($("write-penalty").value);
+  if (penalty > 1) body.repetition_penalty = penalty;
   return body;
 }
 
@@ -167,7 +169,8 @@ function initWrite() {
   t.addEventListener("click", moved);
   t.addEventListener("scroll", () => { $("write-mirror").scrollTop = t.scrollTop; placeNext(); });
   for (const [id, show] of [["write-length", (v) => v], ["write-temperature", (v) => Number(v).toFixed(2)],
-                            ["write-ngram", (v) => (Number(v) ? v : "off")]]) {
+                            ["write-ngram", (v) => (Number(v) ? v : "off")],
+                            ["write-penalty", (v) => (Number(v) > 1 ? Number(v).toFixed(2) : "off")]]) {
     const update = () => { $(id + "-value").textContent = show($(id).value); };
     $(id).addEventListener("input", update);
     $(id).addEventListener("change", () => { dismiss(); schedule(); });
