@@ -115,7 +115,7 @@ def test_stateful_generation_reads_the_prime_once(model_path, num_samples):
 
 def test_greedy_generation_follows_the_argmax_of_a_full_forward_pass(model):
     prime = "the dog "
-    text = model.generate(prime, 40, temperature=0.0)
+    text = model.generate(prime, 40, temperature=0.0, no_repeat_ngram=0)  # the argmax itself, unconstrained
     logits = step_logits(model, prime, text)
     assert model.encode(text).tolist() == logits.argmax(axis=-1).tolist()
 
@@ -291,11 +291,11 @@ def test_stream_is_a_lazy_iterator(model):
     it.close()
 
 
-def _peak_bytes(model, length: int) -> int:
+def _peak_bytes(model, length: int, **kw) -> int:
     tracemalloc.start()
     tracemalloc.reset_peak()
     n = 0
-    for _ in model.stream("the ", length, 1.0, seed=0):
+    for _ in model.stream("the ", length, 1.0, seed=0, **kw):
         n += 1
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
@@ -305,14 +305,17 @@ def _peak_bytes(model, length: int) -> int:
 
 def test_long_generation_runs_in_constant_memory(tmp_path):
     """The state is a few fixed-size arrays: 5x more characters, the same peak (an 8-byte pointer kept per
-    character would add 160 kB)."""
+    character would add 160 kB). The default no_repeat_ngram has to remember the n-grams it has seen: about
+    100 bytes a character (issue 16), bounded here."""
     path = tmp_path / "small.keras"
     build_and_save(path, units=8, embedding_dim=4)
     model = runtime.load(path)
-    short = _peak_bytes(model, 5_000)  # both past the 4096 draws taken at a time
-    long = _peak_bytes(model, 25_000)
+    short = _peak_bytes(model, 5_000, no_repeat_ngram=0)  # both past the 4096 draws taken at a time
+    long = _peak_bytes(model, 25_000, no_repeat_ngram=0)
     assert long < short + 32_000, (short, long)
     assert long < 1_000_000
+    short, long = _peak_bytes(model, 5_000), _peak_bytes(model, 25_000)
+    assert long - short < 20_000 * 160, (short, long)
 
 
 # -- the command line -----------------------------------------------------------------------------------------

@@ -260,8 +260,13 @@ def test_stop_holder_releases_only_what_cannot_begin_a_stop():
 @pytest.mark.parametrize(
     "body, field, status",
     [
-        ({"logprobs": 2}, "logprobs", 422),
-        ({"presence_penalty": 0.5}, "presence_penalty", 422),
+        ({"logprobs": 6}, "logprobs", 422),
+        ({"presence_penalty": 2.5}, "presence_penalty", 422),
+        ({"best_of": 3}, "best_of", 422),
+        ({"suffix": "end"}, "suffix", 422),
+        ({"logit_bias": {"999": 1}}, "logit_bias", 422),
+        ({"logit_bias": {"x": 1}}, "logit_bias", 422),
+        ({"logit_bias": {"1": 101}}, "logit_bias", 422),
         ({"max_tokens": -1}, "max_tokens", 422),
         ({"n": 0}, "n", 422),
         ({"prompt": [1, 2, 3]}, "prompt", 422),

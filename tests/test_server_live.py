@@ -117,3 +117,32 @@ def test_a_client_that_disconnects_stops_its_generation(server):
         time.sleep(0.3)
         assert health()["chars"] == chars  # and nothing more is generated
         assert chars < 1_000_000
+
+
+def test_openai_client_logprobs_and_echo_equal_model_score(openai_client, model_path):
+    """Issue 16: per-character token_logprobs through the official client equal `model.score`."""
+    import numpy as np
+
+    model = runtime.load(model_path)
+    c = openai_client.completions.create(model="small", prompt="the cat", max_tokens=40, temperature=0.8, seed=5,
+                                         logprobs=5, echo=True, presence_penalty=0.2)
+    text, lp = c.choices[0].text, c.choices[0].logprobs
+    assert text.startswith("the cat") and lp.tokens == list(text) and lp.text_offset == list(range(len(text)))
+    assert lp.token_logprobs[0] is None
+    np.testing.assert_allclose(lp.token_logprobs[1:], model.score(text).logprobs[1:], rtol=0, atol=1e-5)
+    for pos, top in enumerate(lp.top_logprobs[1:], start=1):
+        assert text[pos] in top and 5 <= len(top) <= 6
+    scored = openai_client.completions.create(model="small", prompt="the cat sat", max_tokens=0, echo=True,
+                                              logprobs=0)
+    assert scored.choices[0].text == "the cat sat" and len(scored.choices[0].logprobs.tokens) == 11
+    streamed, logprobs = "", []
+    for chunk in openai_client.completions.create(model="small", prompt="the ", max_tokens=200, seed=5,
+                                                  logprobs=1, stream=True):
+        streamed += chunk.choices[0].text
+        logprobs += chunk.choices[0].logprobs.token_logprobs
+    assert len(logprobs) == len(streamed) == 200
+    np.testing.assert_allclose(logprobs, model.score("the " + streamed).logprobs[4:], atol=1e-5)
+    openai = pytest.importorskip("openai")
+    with pytest.raises(openai.UnprocessableEntityError) as err:
+        openai_client.completions.create(model="small", prompt="the ", best_of=3)
+    assert "best_of" in str(err.value)

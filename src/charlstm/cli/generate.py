@@ -50,6 +50,7 @@ def add_parsers(sub: Any) -> None:
         help="never repeat a character more times in a row than the training text did (auto), than N, or no "
         "limit (none); default: auto for the default recipe's models, none for classic ones",
     )
+    add_loop_options(g)
 
     e = sub.add_parser("evaluate", help="loss of a model on texts, in nats and bits per character")
     e.add_argument("model")
@@ -71,6 +72,28 @@ def add_corpora_parser(sub: Any) -> None:
     sub.add_parser("corpora", help="list the named corpora and whether each is available offline").set_defaults(
         func=cmd_corpora
     )
+
+
+def add_loop_options(g: argparse.ArgumentParser) -> None:
+    """Phrase-loop control and the samplers built against it (the same settings as the API's)."""
+    g.add_argument("--no-repeat-ngram", type=int, metavar="N",
+                   help="never produce an N-character sequence already in the text (Hugging Face's "
+                   "no_repeat_ngram_size, over characters; the prime counts); 0 = off; default: 20 for the "
+                   "default recipe's models, 0 for classic ones")
+    g.add_argument("--repetition-penalty", type=float, metavar="P",
+                   help="the CTRL / Hugging Face repetition penalty on characters already in the text (1 = off)")
+    g.add_argument("--min-p", type=float, metavar="P",
+                   help="sample only characters at least P times as likely as the likeliest")
+    g.add_argument("--typical-p", type=float, metavar="P", help="locally typical sampling with mass P")
+
+
+def loop_settings(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "no_repeat_ngram": args.no_repeat_ngram,
+        "repetition_penalty": args.repetition_penalty,
+        "min_p": args.min_p,
+        "typical_p": args.typical_p,
+    }
 
 
 class _Streamer:
@@ -95,7 +118,7 @@ def print_samples(
     from charlstm.generation.sampling import check_options
 
     for t in temperatures:
-        check_options(t, kw.get("top_k"), kw.get("top_p"))
+        check_options(t, kw.get("top_k"), kw.get("top_p"), kw.get("min_p"), kw.get("typical_p"))
     if prime is None:
         prime = model.default_prime(np.random.default_rng(kw.get("seed")))
     shown = model.prepare(prime)
@@ -135,6 +158,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         unknown=args.unknown,
         context=args.context,
         max_repeat=args.max_repeat,
+        **loop_settings(args),
     )
     return 0
 

@@ -10,16 +10,17 @@ from __future__ import annotations
 import math
 import os
 import unicodedata
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from charlstm.data.vocab import Vocabulary
 from charlstm.errors import CharlstmError
+from charlstm.generation import scoring
 from charlstm.generation.modelfile import check_layers, read_model_file, read_weights
 from charlstm.generation.network import ALL_BLAS_THREADS, OneBlasThread, RecurrentLayer, rowwise
-from charlstm.generation.processors import LogitProcessor, RepeatGuard
+from charlstm.generation.processors import DEFAULT_NO_REPEAT_NGRAM, LogitProcessor, build_processors
 from charlstm.generation.state import Generation, Sampling, StatefulContext, WindowContext, step
 
 
@@ -222,18 +223,38 @@ class CharModel:
         context: str = "stateful",
         processors: Sequence[LogitProcessor] = (),
         max_repeat: int | str | None = None,
+        *,
+        min_p: float | None = None,
+        typical_p: float | None = None,
+        no_repeat_ngram: int | None = None,
+        repetition_penalty: float | None = None,
+        presence_penalty: float = 0.0,
+        frequency_penalty: float = 0.0,
+        logit_bias: Mapping[int, float] | None = None,
+        logprobs: int | None = None,
     ) -> Generation:
         """A checked, ready-to-step `Generation` (state.py) for these settings; nothing is computed yet.
 
         The one place where generation arguments are checked and the prime is chosen and encoded, shared by
         `stream`/`generate`, the CLI and the server, so that the same seed gives the same text everywhere.
         `stop` is one string or several: a row ends once it has generated any of them. `max_repeat`: see
-        `repeat_limits` (None: the model's default).
+        `repeat_limits` (None: the model's default). min_p, typical_p: sampling truncations (sampling.py);
+        no_repeat_ngram, repetition_penalty, presence_penalty, frequency_penalty, logit_bias ({id: bias}, ids
+        as `vocab.chars` numbers them): logit processors with Hugging Face's and OpenAI's meanings
+        (processors.py); no_repeat_ngram None: the model's default, `DEFAULT_NO_REPEAT_NGRAM` (20) for the
+        default recipe's models (chosen by measurement, benchmarks/README.md), off (0) for classic ones, which
+        keep the lesson's sampling. logprobs = N: record each step's log-probabilities (`Generation.token_logprobs`).
         """
-        sampling = Sampling(temperature, top_k, top_p)
-        limits = self.repeat_limits(max_repeat)
-        if limits is not None:
-            processors = [RepeatGuard(limits), *processors]
+        sampling = Sampling(temperature, top_k, top_p, min_p, typical_p)
+        if no_repeat_ngram is None:  # the model's default: on for the default recipe, off for classic models
+            no_repeat_ngram = 0 if self.recipe == "classic" else DEFAULT_NO_REPEAT_NGRAM
+        processors = build_processors(
+            self.vocab.size, self.repeat_limits(max_repeat), processors, no_repeat_ngram=no_repeat_ngram,
+            repetition_penalty=repetition_penalty, presence_penalty=presence_penalty,
+            frequency_penalty=frequency_penalty, logit_bias=logit_bias,
+        )
+        if logprobs is not None and (isinstance(logprobs, bool) or not isinstance(logprobs, int) or logprobs < 0):
+            raise CharlstmError(f"logprobs must be an integer >= 0, got {logprobs!r}")
         if not isinstance(length, int) or length < 0:
             raise CharlstmError(f"length must be an integer >= 0, got {length}")
         if not isinstance(num_samples, int) or num_samples < 1:
@@ -261,6 +282,7 @@ class CharModel:
             seed=seed,
             stops=stops,
             processors=processors,
+            logprobs=logprobs,
         )
 
     def stream(
@@ -277,9 +299,12 @@ class CharModel:
         context: str = "stateful",
         processors: Sequence[LogitProcessor] = (),
         max_repeat: int | str | None = None,
+        **options: Any,
     ) -> Iterator[Any]:
         """Yield generated characters one step at a time: a str, or a list of str when num_samples > 1
-        (with "" for a sample that has already met its stop string).
+        (with "" for a sample that has already met its stop string). options: `generation`'s keyword-only
+        settings (min_p, typical_p, no_repeat_ngram, repetition_penalty, presence/frequency_penalty,
+        logit_bias).
 
         context="stateful" (default) reads the prime once and then steps each layer once per character;
         context="window" re-reads the last `window` characters from a zero state for every character, the
@@ -288,7 +313,7 @@ class CharModel:
         """
         gen = self.generation(
             prime, length, temperature, top_k, top_p, seed, num_samples, stop, unknown, context, processors,
-            max_repeat=max_repeat,
+            max_repeat=max_repeat, **options,
         )
         return _run(gen, single=num_samples == 1)
 
@@ -300,6 +325,21 @@ class CharModel:
         if kwargs.get("num_samples", 1) == 1:
             return "".join(pieces)
         return ["".join(p[b] for p in pieces) for b in range(kwargs["num_samples"])]
+
+    # -- distributions and scores (scoring.py) ---------------------------------------------------------
+    def next_chars(self, prefix: str, k: int = 5, **settings: Any) -> list[tuple[str, float]]:
+        """The k likeliest next characters after `prefix`, with the probabilities `generate(prefix,
+        **settings)` would draw them with (same preprocessing, repeat guard, processors and sampling)."""
+        return scoring.next_chars(self, prefix, k, **settings)
+
+    def distribution(self, prefix: str, **settings: Any) -> np.ndarray:
+        """The next character's probabilities (V,) after `prefix`, as `generate` would sample them."""
+        return scoring.distribution(self, prefix, **settings)
+
+    def score(self, text: str, unknown: str = "error", top: int = 0) -> scoring.Scored:
+        """Every character's log-probability given the ones before it, in one stateful pass, with the text's
+        nats and bits per character (`.summary()`: what `evaluate(text, streams=1)` reports)."""
+        return scoring.score(self, text, unknown=unknown, top=top)
 
     # -- evaluation ---------------------------------------------------------------------------------
     def evaluate(

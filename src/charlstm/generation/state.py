@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from charlstm.generation.processors import LogitProcessor, RowHistory
-from charlstm.generation.sampling import check_options, sample
+from charlstm.generation.sampling import check_options, log_softmax, sample, top_entries
 
 if TYPE_CHECKING:
     from charlstm.generation.model import CharModel
@@ -35,9 +35,15 @@ class Sampling:
     temperature: float = 1.0
     top_k: int | None = None
     top_p: float | None = None
+    min_p: float | None = None
+    typical_p: float | None = None
 
     def __post_init__(self) -> None:
-        check_options(self.temperature, self.top_k, self.top_p)
+        check_options(self.temperature, self.top_k, self.top_p, self.min_p, self.typical_p)
+
+    def sample(self, logits: np.ndarray, uniforms: np.ndarray) -> np.ndarray:
+        """One id per row of `logits`, drawn with these settings from the given uniforms (sampling.sample)."""
+        return sample(logits, uniforms, self.temperature, self.top_k, self.top_p, self.min_p, self.typical_p)
 
 
 # -- how the context is kept: two strategies with the same three methods ---------------------------------------
@@ -112,6 +118,7 @@ class Generation:
         seed: int | None = None,
         stops: Sequence[str] = (),
         processors: Sequence[LogitProcessor | Callable[[np.ndarray, RowHistory], np.ndarray]] = (),
+        logprobs: int | None = None,
     ) -> None:
         self.context = context
         self.rows = context.rows
@@ -121,7 +128,12 @@ class Generation:
         self.rng = np.random.default_rng(seed)
         self.stops = tuple(s for s in stops if s)
         self.processors = list(processors)
-        self.history = RowHistory(context.prime_ids, self.rows) if self.processors else None
+        keep_ids = any(getattr(p, "needs_ids", False) for p in self.processors)
+        self.history = RowHistory(context.prime_ids, self.rows, keep_ids) if self.processors else None
+        # logprobs = N: whoever steps this generation wants each chosen character's log-probability and the N
+        # likeliest characters' (the server's Job reads them from `logits` and `ids` after each step, and
+        # computes them many steps at a time; see `step_logprobs`); None: not wanted
+        self.logprobs = logprobs
         self.steps = 0  # characters chosen so far, per row
         self.done = [False] * self.rows  # rows that met a stop string
         self.stopped_by: list[str | None] = [None] * self.rows  # which stop string ended each row
@@ -217,26 +229,24 @@ class Batch:
             self._advance(stacked)
         if len(generations) == 1:
             gen = generations[0]
-            s = gen.sampling
-            gen._record(sample(gen._prepare_logits(), gen._uniforms_now(), s.temperature, s.top_k, s.top_p))
+            gen._record(gen.sampling.sample(gen._prepare_logits(), gen._uniforms_now()))
             return
         groups: dict[Sampling, list[Generation]] = {}
         for gen in generations:
             if gen.processors:
-                s = gen.sampling
-                gen._record(sample(gen._prepare_logits(), gen._uniforms_now(), s.temperature, s.top_k, s.top_p))
+                gen._record(gen.sampling.sample(gen._prepare_logits(), gen._uniforms_now()))
             else:
                 groups.setdefault(gen.sampling, []).append(gen)
         for s, group in groups.items():
             if len(group) == 1:
                 gen = group[0]
-                gen._record(sample(gen.logits, gen._uniforms_now(), s.temperature, s.top_k, s.top_p))
+                gen._record(s.sample(gen.logits, gen._uniforms_now()))
                 continue
             # the stacked logits as they are when the group is exactly the stacked generations (the usual case)
             same = self._logits is not None and _same(group, self._members)
             logits = self._logits if same else np.concatenate([g.logits for g in group])
             uniforms = np.concatenate([g._uniforms_now() for g in group])
-            ids = sample(logits, uniforms, s.temperature, s.top_k, s.top_p)
+            ids = s.sample(logits, uniforms)
             at = 0
             for g in group:
                 g._record(ids[at : at + g.rows])
@@ -271,6 +281,20 @@ class Batch:
         for gen, (a, b) in zip(self._members, self._bounds, strict=True):
             gen.context.state = [tuple(s[a:b] for s in st) for st in self._state]
         self._members, self._state, self._bounds, self._logits = [], [], [], None
+
+
+def step_logprobs(
+    logits: np.ndarray, ids: np.ndarray, top: int
+) -> tuple[list[float], list[list[int]], list[list[float]]]:
+    """Log-probabilities of the chosen `ids` (T,) under `logits` (T, V) -- the model's distribution before
+    processors and sampling transforms, as OpenAI and vLLM report it -- and the `top` likeliest ids with
+    theirs, likeliest first: computed for many steps in one call, so asking for them costs little per step."""
+    logp = log_softmax(logits)
+    chosen = np.take_along_axis(logp, np.asarray(ids)[:, None], axis=-1)[:, 0].tolist()
+    if not top:
+        return chosen, [[] for _ in chosen], [[] for _ in chosen]
+    top_ids, top_vals = top_entries(logp, top)
+    return chosen, top_ids.tolist(), top_vals.tolist()
 
 
 def _same(a: Sequence[Generation], b: Sequence[Generation]) -> bool:

@@ -29,8 +29,9 @@ from charlstm.server.limits import Limits
 from charlstm.server.openai_api import openai_router
 from charlstm.server.schemas import GenerateResponse, Health, ModelInfo, RunResponse, make_schemas
 from charlstm.server.service import ApiError, Service, Started, dumps
+from charlstm.server.writing import writing_router
 
-STATIC = {"app.js": "text/javascript", "style.css": "text/css"}
+STATIC = {"app.js": "text/javascript", "write.js": "text/javascript", "style.css": "text/css"}
 
 
 class _AsciiJSON(JSONResponse):
@@ -171,6 +172,10 @@ def create_app(entries: Sequence[Entry], limits: Limits | None = None, token: st
             num_samples=req.num_samples,
             stop=req.stop,
             unknown=req.unknown,
+            no_repeat_ngram=req.no_repeat_ngram,
+            repetition_penalty=req.repetition_penalty,
+            min_p=req.min_p,
+            typical_p=req.typical_p,
         )
         try:
             yield started
@@ -233,5 +238,6 @@ def create_app(entries: Sequence[Entry], limits: Limits | None = None, token: st
         return EventSourceResponse(events(), headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     app.include_router(api)
+    app.include_router(writing_router(service, schemas, check_token))
     app.include_router(openai_router(service, schemas.CompletionRequest, check_token))
     return app

@@ -22,8 +22,10 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import numpy as np
+
 from charlstm.generation.model import CharModel
-from charlstm.generation.state import Batch, Generation
+from charlstm.generation.state import Batch, Generation, step_logprobs
 
 log = logging.getLogger("charlstm.server")
 
@@ -44,6 +46,12 @@ class Job:
         self.cancelled = False
         self._lock = threading.Lock()
         self._pending: list[list[str]] = [[] for _ in range(gen.rows)]
+        # when the request wants log-probabilities: per row, each generated character's id and the logits it
+        # was drawn from (appended before the character is handed out), turned into entries (logprob, top
+        # ids, top logprobs) many at a time when the client asks for them (`logprobs`)
+        self.logprob_top: int | None = getattr(gen, "logprobs", None)
+        self._raw: list[list[tuple[int, Any]]] = [[] for _ in range(gen.rows)]
+        self._entries: list[list[tuple[float, list[int], list[float]]]] = [[] for _ in range(gen.rows)]
         self._wake = asyncio.Event()
         self._last_signal = 0.0
 
@@ -51,10 +59,13 @@ class Job:
     def add(self, pieces: list[str], now: float) -> int:
         """Take one step's characters (one per row, "" for a finished row); returns how many there were."""
         added = 0
+        gen = self.gen
         with self._lock:
             first = self.chars == 0
-            for row, piece in zip(self._pending, pieces, strict=True):
+            for b, (row, piece) in enumerate(zip(self._pending, pieces, strict=True)):
                 if piece:
+                    if self.logprob_top is not None:
+                        self._raw[b].append((gen.ids[b], gen.logits[b].copy()))
                     row.append(piece)
                     added += 1
             self.chars += added
@@ -92,6 +103,16 @@ class Job:
                 yield texts
             if finished:
                 return
+
+    def logprobs(self, row: int, start: int, stop: int) -> list[tuple[float, list[int], list[float]]]:
+        """Entries (logprob, top ids, top logprobs) of the row's generated characters start..stop-1."""
+        with self._lock:
+            raw, self._raw[row] = self._raw[row], []
+        if raw and self.logprob_top is not None:
+            ids = np.array([r[0] for r in raw])
+            chosen, top_ids, top_vals = step_logprobs(np.stack([r[1] for r in raw]), ids, self.logprob_top)
+            self._entries[row].extend(zip(chosen, top_ids, top_vals, strict=True))
+        return self._entries[row][start:stop]
 
     @property
     def finished(self) -> bool:
@@ -149,6 +170,8 @@ class Batcher:
                     job.end(["cancelled"] * job.gen.rows)
                 elif now > job.deadline:
                     job.end(_reasons(job.gen, "time_limit"))
+                elif job.gen.finished:  # nothing to generate (length 0: echo + max_tokens 0 scores a prompt)
+                    job.end(_reasons(job.gen, "length"))
             jobs = [job for job in jobs if not job.finished]
             if not jobs:
                 continue

@@ -17,3 +17,4 @@ class Limits:
     time_limit: float = 60.0  # seconds per request; then it ends with finish reason "time_limit"
     max_stops: int = 4  # stop strings per request
     max_stop_chars: int = 64  # characters per stop string
+    max_score_chars: int = 60_000  # characters of text per `POST /api/score` (within max_body bytes)

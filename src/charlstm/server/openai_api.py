@@ -14,6 +14,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends
 from fastapi.sse import EventSourceResponse, format_sse_event
+from starlette.concurrency import run_in_threadpool
 
 from charlstm.server.service import ApiError, Service, Started, dumps
 
@@ -42,6 +43,84 @@ class StopHolder:
         out = self.held[: -len(stopped_by)] if stopped_by and self.held.endswith(stopped_by) else self.held
         self.held = ""
         return out
+
+
+class Logprobs:
+    """OpenAI's legacy `logprobs` object for one prompt's choices: one token per character.
+
+    `tokens`, `token_logprobs` (natural log, under the model: its logits before penalties and sampling
+    transforms, as OpenAI and vLLM report them), `top_logprobs` (the N likeliest characters, plus the chosen
+    one when it is not among them) and `text_offset` (each character's offset in characters from the start
+    of the prompt, echoed or not, as OpenAI counts them; an emoji or a CJK character counts one).
+    """
+
+    def __init__(self, model: Any, n: int, prompt_chars: int) -> None:
+        self.chars, self.n, self.start = model._chars, n, prompt_chars
+        self.prompt: dict[str, list[Any]] | None = None  # the echoed prompt's own object, when echo
+        self.sent: dict[int, int] = {}  # streaming: completion characters sent so far, per row
+
+    def part(self, job: Any, row: int, text: str) -> dict[str, Any]:
+        """Streaming: the object for `text`, the row's next characters after those already sent."""
+        first = self.sent.get(row, 0)
+        self.sent[row] = first + len(text)
+        return self.build(text, job.logprobs(row, first, first + len(text)), first, False)
+
+    def build(
+        self, text: str, entries: Sequence[tuple[float, list[int], list[float]]], first: int, echo: bool
+    ) -> dict[str, Any]:
+        """The object for the completion characters `text` (from number `first` on) and their `entries`
+        (as the batcher recorded them), after the echoed prompt's when `echo`."""
+        chars = self.chars
+        out: dict[str, list[Any]] = {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
+        if echo and self.prompt is not None:
+            for key in out:
+                out[key].extend(self.prompt[key])
+        for k, (ch, (logprob, ids, values)) in enumerate(zip(text, entries, strict=True)):
+            top = {chars[i]: v for i, v in zip(ids, values, strict=True)}
+            top.setdefault(ch, logprob)
+            out["tokens"].append(ch)
+            out["token_logprobs"].append(logprob)
+            out["top_logprobs"].append(top)
+            out["text_offset"].append(self.start + first + k)
+        return out
+
+
+def _prompt_logprobs(model: Any, prime: str, n: int, unknown: str) -> dict[str, list[Any]]:
+    """The echoed prompt's logprobs object: model.score's values, the first character's null."""
+    scored = model.score(prime, unknown=unknown, top=n)
+    chars = model._chars
+    tops: list[Any] = [None]
+    for row in range(1, len(scored.ids)):
+        tops.append({chars[i]: float(v) for i, v in zip(scored.top_ids[row].tolist(),
+                                                       scored.top_logprobs[row].tolist(), strict=True)}
+                    if n else {})
+        tops[-1].setdefault(chars[scored.ids[row]], float(scored.logprobs[row]))
+    return {
+        "tokens": [chars[i] for i in scored.ids.tolist()],
+        "token_logprobs": [None, *(float(v) for v in scored.logprobs[1:])],
+        "top_logprobs": tops,
+        "text_offset": list(range(len(scored.ids))),
+    }
+
+
+def _logit_bias(bias: dict[str, float] | None, model: Any) -> dict[int, float] | None:
+    """OpenAI's logit_bias (token-id strings to biases) as ids, each checked against the vocabulary."""
+    if not bias:
+        return None
+    size = model.vocab.size
+    out: dict[int, float] = {}
+    for key, value in bias.items():
+        try:
+            token = int(key)
+        except ValueError:
+            token = -1
+        if not 0 <= token < size:
+            raise ApiError(
+                422, f"logit_bias: {key!r} is not a token id of this model (0..{size - 1}; one token = one "
+                "character, listed by GET /api/models/{name}/vocabulary)", "logit_bias",
+            )
+        out[token] = value
+    return out
 
 
 def _stops(stop: str | list[str] | None) -> list[str]:
@@ -74,17 +153,16 @@ def openai_router(service: Service, request_model: type, check_token: Callable[.
     )
     async def completions(req: request_model) -> Any:  # type: ignore[valid-type]
         entry = service.entry(req.model, status=404)
-        if req.logprobs is not None:
-            raise ApiError(422, "logprobs is not supported by charlstm", "logprobs")
-        for name in ("presence_penalty", "frequency_penalty"):
-            if getattr(req, name) not in (None, 0):
-                raise ApiError(422, f"{name} is not supported by charlstm (only 0)", name)
-        if req.best_of not in (None, req.n):
-            raise ApiError(422, "best_of is not supported by charlstm (only equal to n)", "best_of")
+        if req.best_of not in (None, 1, req.n):
+            raise ApiError(422, "best_of is not supported by charlstm (only 1 or equal to n)", "best_of")
         if req.suffix:
             raise ApiError(422, "suffix is not supported by charlstm", "suffix")
-        if req.logit_bias:
-            raise ApiError(422, "logit_bias is not supported by charlstm", "logit_bias")
+        options = dict(
+            no_repeat_ngram=req.no_repeat_ngram, repetition_penalty=req.repetition_penalty, min_p=req.min_p,
+            typical_p=req.typical_p, presence_penalty=req.presence_penalty or 0.0,
+            frequency_penalty=req.frequency_penalty or 0.0, logit_bias=_logit_bias(req.logit_bias, entry.model),
+            logprobs=req.logprobs,
+        )
         prompts: list[str | None] = req.prompt if isinstance(req.prompt, list) else [req.prompt]
         started: list[Started] = []
         try:
@@ -102,6 +180,7 @@ def openai_router(service: Service, request_model: type, check_token: Callable[.
                         stop=req.stop,
                         unknown=req.unknown,
                         prime_field="prompt",
+                        **options,
                     )
                 )
         except ApiError:
@@ -111,10 +190,19 @@ def openai_router(service: Service, request_model: type, check_token: Callable[.
         cid = f"cmpl-{uuid.uuid4().hex}"
         stamp = int(time.time())
         echoes = [(p if p is not None else s.prime) if req.echo else "" for p, s in zip(prompts, started, strict=True)]
+        offsets = [len(p if p is not None else s.prime) for p, s in zip(prompts, started, strict=True)]
+        logs: list[Logprobs | None] = [None] * len(started)
+        if req.logprobs is not None:
+            for p, s in enumerate(started):
+                logs[p] = Logprobs(entry.model, req.logprobs, offsets[p])
+                if req.echo:
+                    logs[p].prompt = await run_in_threadpool(
+                        _prompt_logprobs, entry.model, s.prime, req.logprobs, req.unknown
+                    )
         if req.stream:
             include_usage = bool((req.stream_options or {}).get("include_usage"))
             return EventSourceResponse(
-                _stream(started, echoes, _stops(req.stop), cid, stamp, entry.name, include_usage),
+                _stream(started, echoes, logs, _stops(req.stop), cid, stamp, entry.name, include_usage),
                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
             )
         try:
@@ -131,10 +219,11 @@ def openai_router(service: Service, request_model: type, check_token: Callable[.
                     holder.held = text
                     text = holder.finish(s.job.gen.stopped_by[b])
                     completion_chars += len(text)
+                    lp = logs[p]
                     choices.append({
                         "index": p * req.n + b,
                         "text": echoes[p] + text,
-                        "logprobs": None,
+                        "logprobs": None if lp is None else lp.build(text, s.job.logprobs(b, 0, len(text)), 0, req.echo),
                         "finish_reason": _finish_reason(s.job.finish_reasons[b]),
                     })
         finally:
@@ -158,8 +247,8 @@ def openai_router(service: Service, request_model: type, check_token: Callable[.
 
 
 async def _stream(
-    started: list[Started], echoes: list[str], stops: list[str], cid: str, stamp: int, model: str,
-    include_usage: bool,
+    started: list[Started], echoes: list[str], logs: "list[Logprobs | None]", stops: list[str], cid: str,
+    stamp: int, model: str, include_usage: bool,
 ) -> AsyncIterator[bytes]:
     """OpenAI's streaming format: `data: {chunk}` events, one choice's new text each, then `data: [DONE]`."""
 
@@ -170,28 +259,29 @@ async def _stream(
             body["usage"] = usage
         return format_sse_event(data_str=dumps(body))
 
-    def choice(index: int, text: str, finish: str | None = None) -> dict[str, Any]:
-        return {"index": index, "text": text, "logprobs": None, "finish_reason": finish}
+    def choice(index: int, text: str, finish: str | None = None, logprobs: Any = None) -> dict[str, Any]:
+        return {"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish}
 
     completion_chars = 0
     try:
         for p, s in enumerate(started):
             rows = s.job.gen.rows
             holders = [StopHolder(stops) for _ in range(rows)]
+            lp = logs[p]
             if echoes[p]:
                 for b in range(rows):
-                    yield event([choice(p * rows + b, echoes[p])])
+                    yield event([choice(p * rows + b, echoes[p], None, None if lp is None else lp.build("", [], 0, True))])
             async for texts in s.job.chunks():
                 for b, text in enumerate(texts):
                     out = holders[b].feed(text)
                     if out:
                         completion_chars += len(out)
-                        yield event([choice(p * rows + b, out)])
+                        yield event([choice(p * rows + b, out, None, lp and lp.part(s.job, b, out))])
             for b in range(rows):
                 out = holders[b].finish(s.job.gen.stopped_by[b])
                 completion_chars += len(out)
                 reason = "length" if s.job.error else _finish_reason(s.job.finish_reasons[b])
-                yield event([choice(p * rows + b, out, reason)])
+                yield event([choice(p * rows + b, out, reason, lp and lp.part(s.job, b, out))])
         if include_usage:
             prompt_chars = sum(len(s.prime) for s in started)
             yield event([], {"prompt_tokens": prompt_chars, "completion_tokens": completion_chars,

@@ -16,6 +16,18 @@ from charlstm.server.limits import Limits
 
 UnknownPolicy = Literal["error", "skip", "replace"]
 SEED_DOC = "random seed (>= 0): the same seed gives the same text as the CLI and the Python API"
+NGRAM_DOC = (
+    "never produce an N-character sequence already in the text, prime included (Hugging Face's "
+    "no_repeat_ngram_size, over characters); 0 = off; null: the model's default (20 for the default "
+    "recipe's models, off for classic ones)"
+)
+REPETITION_DOC = (
+    "the CTRL / Hugging Face repetition penalty on characters already in the text: logit * p if negative, "
+    "else logit / p; 1 or null = off"
+)
+MIN_P_DOC = "sample only characters at least min_p times as likely as the likeliest (after temperature)"
+TYPICAL_DOC = "locally typical sampling: keep the characters whose surprise is nearest the entropy, this mass"
+
 UNKNOWN_DOC = "prime characters outside the vocabulary: error (422), skip them, or replace them"
 
 
@@ -48,6 +60,38 @@ def make_schemas(limits: Limits) -> SimpleNamespace:
             None, description="a string (or a list of them): a sample ends once it has generated one"
         )
         unknown: UnknownPolicy = Field("error", description=UNKNOWN_DOC)
+        no_repeat_ngram: int | None = Field(None, ge=0, le=1000, description=NGRAM_DOC)
+        repetition_penalty: float | None = Field(None, gt=0, le=10, allow_inf_nan=False, description=REPETITION_DOC)
+        min_p: float | None = Field(None, ge=0, le=1, allow_inf_nan=False, description=MIN_P_DOC)
+        typical_p: float | None = Field(None, gt=0, le=1, allow_inf_nan=False, description=TYPICAL_DOC)
+
+    class NextRequest(BaseModel):
+        """`POST /api/next`: the likeliest next characters after a prefix, as generation would draw them."""
+
+        model_config = ConfigDict(extra="forbid")
+
+        model: str | None = Field(None, description="model name (GET /api/models); default: the first")
+        prefix: Annotated[str, Field(min_length=1, max_length=limits.max_prime)] = Field(
+            description="the text so far (the prime)"
+        )
+        k: int = Field(5, ge=1, le=50, description="how many characters to return")
+        temperature: float = Field(1.0, ge=0, le=10, allow_inf_nan=False)
+        top_k: int | None = Field(None, ge=1, le=1_000_000)
+        top_p: float | None = Field(None, gt=0, le=1, allow_inf_nan=False)
+        unknown: UnknownPolicy = Field("error", description=UNKNOWN_DOC)
+        no_repeat_ngram: int | None = Field(None, ge=0, le=1000, description=NGRAM_DOC)
+        repetition_penalty: float | None = Field(None, gt=0, le=10, allow_inf_nan=False, description=REPETITION_DOC)
+        min_p: float | None = Field(None, ge=0, le=1, allow_inf_nan=False, description=MIN_P_DOC)
+        typical_p: float | None = Field(None, gt=0, le=1, allow_inf_nan=False, description=TYPICAL_DOC)
+
+    class ScoreRequest(BaseModel):
+        """`POST /api/score`: every character's log-probability under the model, in one stateful pass."""
+
+        model_config = ConfigDict(extra="forbid")
+
+        model: str | None = Field(None, description="model name (GET /api/models); default: the first")
+        text: Annotated[str, Field(min_length=1, max_length=limits.max_score_chars)]
+        unknown: UnknownPolicy = Field("error", description=UNKNOWN_DOC)
 
     class CompletionRequest(BaseModel):
         """OpenAI's `POST /v1/completions` (legacy completions), as vLLM and llama.cpp's server accept it.
@@ -70,18 +114,38 @@ def make_schemas(limits: Limits) -> SimpleNamespace:
         stop: Stops = Field(None, description="the returned text does not contain the stop string")
         stream: bool = False
         stream_options: dict[str, Any] | None = None
-        echo: bool = False
+        echo: bool = Field(False, description="return the prompt before the completion (with logprobs: the "
+                           "prompt's own, the first one null); with max_tokens 0 this scores a text")
         unknown: UnknownPolicy = Field("error", description=UNKNOWN_DOC)
+        logprobs: int | None = Field(
+            None, ge=0, le=5, description="per character: its log-probability under the model and the N "
+            "likeliest characters' (plus the chosen one if it is not among them), as OpenAI's legacy object"
+        )
+        presence_penalty: float | None = Field(
+            None, ge=-2, le=2, allow_inf_nan=False,
+            description="OpenAI's: minus this from every character already generated (the prompt not counted)",
+        )
+        frequency_penalty: float | None = Field(
+            None, ge=-2, le=2, allow_inf_nan=False,
+            description="OpenAI's: minus this times how often the character has been generated",
+        )
+        logit_bias: dict[str, Annotated[float, Field(ge=-100, le=100, allow_inf_nan=False)]] | None = Field(
+            None, description="added to the logits of token ids (one token = one character): the ids that "
+            "GET /api/models/{name}/vocabulary lists; -100 bans a character, 100 all but forces it",
+        )
+        no_repeat_ngram: int | None = Field(None, ge=0, le=1000, description=NGRAM_DOC)
+        repetition_penalty: float | None = Field(None, gt=0, le=10, allow_inf_nan=False, description=REPETITION_DOC)
+        min_p: float | None = Field(None, ge=0, le=1, allow_inf_nan=False, description=MIN_P_DOC)
+        typical_p: float | None = Field(None, gt=0, le=1, allow_inf_nan=False, description=TYPICAL_DOC)
         # accepted for compatibility at their neutral values only (anything else is a 422 naming the field)
-        logprobs: int | None = None
-        presence_penalty: float | None = Field(None, allow_inf_nan=False)
-        frequency_penalty: float | None = Field(None, allow_inf_nan=False)
-        best_of: int | None = None
-        suffix: str | None = None
-        logit_bias: dict[str, float] | None = None
+        best_of: int | None = Field(None, description="only null, 1 or equal to n (charlstm does not rank samples)")
+        suffix: str | None = Field(None, description="not supported: only null or empty")
         user: str | None = None
 
-    return SimpleNamespace(GenerateRequest=GenerateRequest, CompletionRequest=CompletionRequest)
+    return SimpleNamespace(
+        GenerateRequest=GenerateRequest, CompletionRequest=CompletionRequest, NextRequest=NextRequest,
+        ScoreRequest=ScoreRequest,
+    )
 
 
 class ModelInfo(BaseModel):
@@ -117,3 +181,29 @@ class Health(BaseModel):
     status: str
     models: dict[str, dict[str, Any]] = Field(description="per model: running generations, steps, characters")
     limits: dict[str, Any] = Field(description="this server's limits per request")
+
+
+class NextChar(BaseModel):
+    char: str
+    prob: float = Field(description="probability under the request's sampling settings")
+
+
+class NextResponse(BaseModel):
+    model: str
+    prefix: str = Field(description="the prefix as the model read it (after its preprocessing)")
+    next: list[NextChar] = Field(description="likeliest first; characters the settings exclude are left out")
+
+
+class ScoreResponse(BaseModel):
+    model: str
+    text: str = Field(description="the text as the model read it (after its preprocessing)")
+    logprobs: list[float | None] = Field(description="per character, natural log; the first is null (no context)")
+    nats_per_char: float | None
+    bits_per_char: float | None
+    chars: int = Field(description="characters scored (all but the first)")
+
+
+class VocabularyResponse(BaseModel):
+    model: str
+    tokens: list[str] = Field(description="token id i is tokens[i] (one token = one character): logit_bias keys")
+    unknown_id: int | None = Field(description="the id of the unknown symbol, if the vocabulary has one (never generated)")

@@ -124,19 +124,23 @@ class Service:
         stop: str | list[str] | None,
         unknown: str,
         prime_field: str = "prime",
+        **options: Any,
     ) -> Started:
-        """Check the request against the model and the limits, then start it (raises ApiError)."""
+        """Check the request against the model and the limits, then start it (raises ApiError).
+        options: `CharModel.generation`'s keyword-only settings (loop control, penalties, bias, logprobs)."""
         model = entry.model
         if prime is None:
             prime = model.default_prime(np.random.default_rng(seed))
         try:
             gen = model.generation(
-                prime, length, temperature, top_k, top_p, seed, num_samples, stop, unknown
+                prime, length, temperature, top_k, top_p, seed, num_samples, stop, unknown, **options
             )
             shown = model.prepare(prime)
         except CharlstmError as exc:
             message = str(exc).replace("use --unknown skip (or replace)", 'send "unknown": "skip" (or "replace")')
-            raise ApiError(422, message, prime_field) from None
+            field = next((f for f in options if message.startswith(f.replace("_", "-")) or
+                          message.startswith(f)), prime_field)
+            raise ApiError(422, message, field) from None
         except UnicodeError:  # e.g. a lone surrogate, which JSON can carry but no text can hold
             raise ApiError(422, "the prime is not valid Unicode text (a lone surrogate?)", prime_field) from None
         if self.active() >= self.limits.max_streams:

@@ -119,6 +119,8 @@ function showSlider(id) {
   if (id === "top_k") out.textContent = v === 0 ? "off" : String(v);
   else if (id === "top_p") out.textContent = v >= 1 ? "off" : v.toFixed(2);
   else if (id === "temperature") out.textContent = v.toFixed(2);
+  else if (id === "repetition_penalty") out.textContent = v <= 1 ? "off" : v.toFixed(2);
+  else if (id === "no_repeat_ngram") out.textContent = v === 0 ? "off" : String(v);
   else out.textContent = String(v);
 }
 
@@ -136,6 +138,9 @@ function settings() {
   const p = Number($("top_p").value);
   if (p < 1) body.top_p = p;
   if ($("seed").value !== "") body.seed = Number($("seed").value);
+  body.no_repeat_ngram = Number($("no_repeat_ngram").value); // 0 = off
+  const penalty = Number($("repetition_penalty").value);
+  if (penalty > 1) body.repetition_penalty = penalty;
   return body;
 }
 
@@ -345,7 +350,7 @@ function show(view) {
 
 function init() {
   loadToken();
-  for (const id of ["temperature", "top_k", "top_p", "length"]) {
+  for (const id of ["temperature", "top_k", "top_p", "length", "no_repeat_ngram", "repetition_penalty"]) {
     $(id).addEventListener("input", () => showSlider(id));
     showSlider(id);
   }
