@@ -242,12 +242,13 @@ class CharModel:
         no_repeat_ngram, repetition_penalty, presence_penalty, frequency_penalty, logit_bias ({id: bias}, ids
         as `vocab.chars` numbers them): logit processors with Hugging Face's and OpenAI's meanings
         (processors.py); no_repeat_ngram None: the model's default, `DEFAULT_NO_REPEAT_NGRAM` (20) for the
-        default recipe's models (chosen by measurement, benchmarks/README.md), off (0) for classic ones, which
-        keep the lesson's sampling. logprobs = N: record each step's log-probabilities (`Generation.token_logprobs`).
+        default recipe's models (chosen by measurement, benchmarks/README.md), off (0) for classic ones and
+        models saved by `save_keras_model`, which keep the lesson's sampling. logprobs = N: record each step's log-probabilities (`Generation.token_logprobs`).
         """
         sampling = Sampling(temperature, top_k, top_p, min_p, typical_p)
-        if no_repeat_ngram is None:  # the model's default: on for the default recipe, off for classic models
-            no_repeat_ngram = 0 if self.recipe == "classic" else DEFAULT_NO_REPEAT_NGRAM
+        if no_repeat_ngram is None:  # the model's default: on for the default recipe, off for the lesson's and
+            # for Keras models saved with save_keras_model (their samplers are the lesson's: SampleText)
+            no_repeat_ngram = DEFAULT_NO_REPEAT_NGRAM if self.recipe == "default" else 0
         processors = build_processors(
             self.vocab.size, self.repeat_limits(max_repeat), processors, no_repeat_ngram=no_repeat_ngram,
             repetition_penalty=repetition_penalty, presence_penalty=presence_penalty,
