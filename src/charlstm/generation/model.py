@@ -59,6 +59,7 @@ class CharModel:
             self.sampling_bias[vocab.unknown_id] = -np.inf  # the unknown symbol is never generated
         self._chars = (*vocab.chars, "\ufffd")  # id -> character as generated
         self.step_count = 0  # time steps run so far (tests use it to see that primes are read once)
+        self._copy_checkers: dict[str | None, Any] = {}  # copy indexes opened by `copies`, by `against`
 
     # -- description --------------------------------------------------------------------------------
     @property
@@ -280,6 +281,20 @@ class CharModel:
         if kwargs.get("num_samples", 1) == 1:
             return "".join(pieces)
         return ["".join(p[b] for p in pieces) for b in range(kwargs["num_samples"])]
+
+    def copies(self, text: str, against: str | os.PathLike[str] | None = None, min_span: int = 20) -> Any:
+        """The copy check of `text` (generation/copies.py): the longest span also found in the training text
+        and the share of characters in spans of at least `min_span`, with their positions (a `CopyReport`).
+
+        against: a file, folder or prepared corpus to check against instead of the training text (which is
+        found from what the model file records). The index is built once and kept beside the corpus.
+        """
+        from charlstm.generation.copies import checker_for_model
+
+        key = None if against is None else os.fspath(against)
+        if key not in self._copy_checkers:
+            self._copy_checkers[key] = checker_for_model(self.meta, against, self.path)
+        return self._copy_checkers[key].check(text, min_span)
 
     # -- evaluation ---------------------------------------------------------------------------------
     def evaluate(
