@@ -190,3 +190,34 @@ def test_a_damaged_index_is_one_line_exit_2(tmp_path, damage):
     r = run_cli("generate", str(path), "--length", "5", "--check-copies", "--against", str(tmp_path / "P"))
     assert r.returncode == 2, r.stdout
     assert len(r.stderr.strip().splitlines()) == 1 and "copy index damaged" in r.stderr
+
+
+@pytest.mark.slow
+def test_training_samples_say_their_longest_copied_span_and_metrics_get_a_copied_column(tiny_run):
+    import csv
+
+    samples = (tiny_run / "samples.txt").read_text(encoding="utf-8")
+    headers = [line for line in samples.splitlines() if line.startswith("----- temperature:")]
+    assert headers and all("longest copied span" in h for h in headers)
+    rows = list(csv.DictReader((tiny_run / "metrics.csv").open(encoding="utf-8")))
+    assert len(rows) == 8 and all(0.0 <= float(r["copied"]) <= 1.0 for r in rows)
+
+
+@pytest.mark.slow
+def test_the_recorder_reports_what_the_copy_check_finds(tiny_run, tmp_path):
+    from charlstm.generation.copies import CopyReport
+    from charlstm.training.callbacks import RunRecorder, StopOnSignal
+
+    shutil.copy(tiny_run / "last.keras", tmp_path / "last.keras")
+    seen: list[str] = []
+
+    def check(text):  # a copy check that calls the first half of every sample copied
+        seen.append(text)
+        half = Span(0, len(text) // 2, 0)
+        return CopyReport(len(text), 20, half, [half])
+
+    recorder = RunRecorder(tmp_path, lambda s: {}, stopper=StopOnSignal(), seeds=["the cat"], temperatures=[0.5, 1.0],
+                           sample_length=40, seed=0, verbose=False, copy_check=check)
+    assert recorder._samples(0) == pytest.approx(0.5)
+    assert len(seen) == 2 and all(len(t) == 40 for t in seen)  # the generated text, not the prime
+    assert (tmp_path / "samples.txt").read_text().count("(longest copied span 20 chars; 50% in spans >= 20)") == 2

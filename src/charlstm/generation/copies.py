@@ -187,3 +187,24 @@ def checker_for_model(meta: dict[str, Any], against: str | os.PathLike[str] | No
     if corpus.sha256 != want:
         raise CharlstmError(f"{source} changed since {name} was trained on it (sha256 differs); {hint}")
     return checker_for_corpus(corpus, "train", log)
+
+
+COPY_CHECK_MAX_CHARS = 200_000_000  # training checks its samples only against texts up to this size
+
+
+class LazyChecker:
+    """A corpus' checker built on first use (training's first samples), or None past COPY_CHECK_MAX_CHARS:
+    a 1 GB text's index takes minutes to build, which a run should not spend unasked."""
+
+    def __init__(self, corpus: PreparedCorpus, part: str = "train", log: Any = _log) -> None:
+        self.corpus, self.part, self.log = corpus, part, log
+        self._checker: CopyChecker | None = None
+        a, b = (corpus.meta["split"]["train"] if part == "train" else (0, len(corpus.ids)))
+        self.enabled = b - a <= COPY_CHECK_MAX_CHARS
+
+    def __call__(self, text: str, min_span: int = MIN_SPAN) -> CopyReport | None:
+        if not self.enabled:
+            return None
+        if self._checker is None:
+            self._checker = checker_for_corpus(self.corpus, self.part, self.log)
+        return self._checker.check(text, min_span)

@@ -152,6 +152,7 @@ def make_session(
     extra: list[Any] | None,
     out_dir: Path | None = None,
     budget: Budget | None = None,
+    copy_check: Any = None,
 ) -> Session:
     """charlstm's callbacks around the user's: exact-resume seeds, signals, bits/char, progress, run files
     (written to `out_dir`, by default the run directory), and a budgeted run's clock."""
@@ -180,6 +181,7 @@ def make_session(
         elapsed=float(state.get("elapsed", 0.0)),
         verbose=bool(config.verbose),
         budget=clock,
+        copy_check=copy_check,
     )
     # order matters: bits/char enter the logs before the progress bar prints them, and the recorder
     # (samples, checkpoints) runs after the bar has finished its line
@@ -378,7 +380,12 @@ def train(
     if dist.chief:
         plan.run_dir.mkdir(parents=True, exist_ok=True)
         write_atomic(plan.run_dir / "config.json", json.dumps(meta, ensure_ascii=False, indent=1))
-    session = make_session(plan, meta, data, callbacks, dist.output_dir(plan.run_dir), budget)
+    copy_check = None
+    if plan.config.sample_temperatures and plan.config.sample_length > 0:  # built at the first samples
+        from charlstm.generation.copies import LazyChecker
+
+        copy_check = LazyChecker(text.corpus, log=print if plan.config.verbose else None)
+    session = make_session(plan, meta, data, callbacks, dist.output_dir(plan.run_dir), budget, copy_check)
     if plan.config.verbose:
         _announce(plan, text, data, meta, budget)
     with dist.training(plan.run_dir):
