@@ -221,3 +221,32 @@ def test_the_recorder_reports_what_the_copy_check_finds(tiny_run, tmp_path):
     assert recorder._samples(0) == pytest.approx(0.5)
     assert len(seen) == 2 and all(len(t) == 40 for t in seen)  # the generated text, not the prime
     assert (tmp_path / "samples.txt").read_text().count("(longest copied span 20 chars; 50% in spans >= 20)") == 2
+
+
+# -- the server --------------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_the_api_reports_copies_when_it_knows_the_training_text(tiny_run, tiny_text, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from charlstm.server import Limits, create_app, load_entries
+
+    bare = tmp_path / "bare.keras"
+    build_and_save(bare, units=8)  # records no training text
+    app = create_app(load_entries([str(tiny_run), str(bare)]), Limits())
+    with TestClient(app) as client:
+        models = {m["name"]: m for m in client.get("/api/models").json()}
+        assert models[tiny_run.name]["copy_check"] is True and models["bare"]["copy_check"] is False
+        body = {"model": tiny_run.name, "prime": "the cat", "length": 80, "seed": 3, "num_samples": 2}
+        r = client.post("/api/generate", json=body).json()
+        model = load(tiny_run / "model.keras")
+        assert r["copies"] == [model.copies(t).to_json() for t in r["texts"]]
+        assert r["copies"][0]["chars"] == 80
+        stream = client.post("/api/stream", json=body)
+        done = [json.loads(block.split("data: ", 1)[1]) for block in stream.text.split("\n\n")
+                if block.startswith("event: done")]
+        assert done[0]["copies"] == r["copies"]
+        assert "copies" not in client.post("/api/generate", json={"model": "bare", "length": 5}).json() or \
+            client.post("/api/generate", json={"model": "bare", "length": 5}).json()["copies"] is None
+        samples = client.get(f"/api/runs/{tiny_run.name}").json()["samples"]
+        assert samples[0]["samples"][0]["temperature"] == 0.5 and "longest copied span" in samples[0]["samples"][0]["copies"]
+    assert tiny_text  # the run trained on the fixture's text
