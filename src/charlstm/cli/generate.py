@@ -56,6 +56,10 @@ def add_parsers(sub: Any) -> None:
         help="under each sample, its longest span also found in the training text and the share of it in spans "
         "of at least --min-span characters (the training text is found from the model file; see --against)",
     )
+    g.add_argument(
+        "--only-new", action="store_true",
+        help="items models: only items that are not in the training list (generated until there are enough)",
+    )
     g.add_argument("--min-span", type=int, default=20, help="shortest span --check-copies counts (default 20)")
     g.add_argument("--against", metavar="FILE|DIR", help="check copies against this text instead of the training text")
 
@@ -149,6 +153,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if not args.temperature:  # `--temperature ,` would otherwise print nothing and succeed
         raise CharlstmError("--temperature needs at least one number (0 = greedy)")
     model = load(args.model)
+    if model.is_items:
+        print_items(model, args)
+        return 0
+    if args.only_new:
+        raise CharlstmError(f"--only-new is for items models (trained with --items); {args.model} is not one")
     check = None
     if args.check_copies:  # found (and its index opened or built) before the first sample, so errors come first
         model.copies("", against=args.against, min_span=args.min_span)
@@ -173,6 +182,30 @@ def cmd_generate(args: argparse.Namespace) -> int:
         max_repeat=args.max_repeat,
     )
     return 0
+
+
+def print_items(model: Any, args: argparse.Namespace) -> None:
+    """An items model's samples: `--num-samples` whole items, one a line, each marked new or seen."""
+    from charlstm.generation.sampling import check_options
+
+    for t in args.temperature:
+        check_options(t, args.top_k, args.top_p)
+    for n, temp in enumerate(args.temperature):
+        if len(args.temperature) > 1:
+            print(f"{'' if n == 0 else chr(10)}----- temperature: {temp}")
+        items = model.items(args.num_samples, temp, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
+                            only_new=args.only_new)
+        width = max((len(i.text) for i in items if "\n" not in i.text), default=0)
+        for item in items:
+            if "\n" in item.text:  # items separated by blank lines: the item, then its mark
+                print(f"{item.text}\n[{item.status}]\n")
+            else:
+                print(f"{item.text:<{width}}  [{item.status}]")
+        new = sum(i.new for i in items)
+        print(f"----- {new} of {len(items)} new", file=sys.stderr)
+        if len(items) < args.num_samples:
+            print(f"charlstm: only {len(items)} new items in {50} batches; the model mostly repeats its list",
+                  file=sys.stderr)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:

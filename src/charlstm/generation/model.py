@@ -157,7 +157,21 @@ class CharModel:
         return OneBlasThread(True) if rows > 1 else ALL_BLAS_THREADS
 
     # -- generation ---------------------------------------------------------------------------------
+    @property
+    def is_items(self) -> bool:
+        """Trained with --items: a sample is one whole item (`items`), starting at the boundary symbol."""
+        return bool(self.meta.get("items"))
+
+    def items(self, n: int = 10, temperature: float = 1.0, **kwargs: Any) -> list[Any]:
+        """`n` whole items of an items model, each marked new or seen in training (generation/items.py);
+        only_new=True returns new ones only."""
+        from charlstm.generation.items import generate_items
+
+        return generate_items(self, n, temperature, **kwargs)
+
     def default_prime(self, rng: np.random.Generator) -> str:
+        if self.is_items:
+            return str(self.meta["items"]["boundary"])
         seeds = self.meta.get("seeds") or []
         if seeds:
             return str(seeds[int(rng.integers(len(seeds)))])

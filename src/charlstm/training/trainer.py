@@ -138,10 +138,13 @@ def run_metadata(plan: Plan, text: Text, spec: Any) -> dict[str, Any]:
             "files": corpus.files[:50],
             "file_count": len(corpus.files),
         },
-        "seeds": seeds(text.train_ids, text.vocab, 16, plan.config.maxlen, plan.config.seed),
+        # a list's samples start where an item starts: at its boundary symbol
+        "seeds": [text.items.record["boundary"]] if text.items is not None
+        else seeds(text.train_ids, text.vocab, 16, plan.config.maxlen, plan.config.seed),
         # each character's longest run in the training text, by id: generation never goes past it (max_repeat)
         "longest_runs": longest_runs(text.train_ids, text.vocab.size, read=span).tolist(),
         "trained_with": describe(),
+        **({"items": text.items.record} if text.items is not None else {}),
     }
 
 
