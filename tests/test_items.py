@@ -157,3 +157,24 @@ def test_items_errors_are_one_line(tmp_path):
     assert r.returncode == 2 and "--items" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     r = run_cli("train", str(text), "--item-sep", "", "--epochs", "1")
     assert r.returncode == 2 and "--item-sep" in r.stderr
+
+
+@pytest.mark.slow
+def test_the_api_gives_items_models_whole_marked_items(items_run):
+    from fastapi.testclient import TestClient
+
+    from charlstm.server import Limits, create_app, load_entries
+
+    root, names, out = items_run
+    app = create_app(load_entries([str(out)]), Limits())
+    with TestClient(app) as client:
+        assert client.get("/api/models").json()[0]["items"] is True
+        r = client.post("/api/generate", json={"length": 60, "seed": 1, "num_samples": 8, "temperature": 0.8}).json()
+        assert r["prime"] == "\n" and len(r["items"]) == 8
+        for sample, item in zip(r["texts"], r["items"], strict=True):
+            if item["status"] != "unfinished":
+                assert sample == item["text"] + "\n" and "\n" not in item["text"]
+                assert item["new"] == (item["text"] not in set(names))
+        stream = client.post("/api/stream", json={"length": 60, "seed": 1, "num_samples": 8, "temperature": 0.8})
+        done = [json.loads(b.split("data: ", 1)[1]) for b in stream.text.split("\n\n") if b.startswith("event: done")]
+        assert done[0]["items"] == r["items"]

@@ -92,3 +92,18 @@ def generate_items(
             if len(out) == n:
                 return out
     return out
+
+
+def mark_samples(model: Any, texts: list[str]) -> list[dict[str, Any]]:
+    """The items in an items model's samples (each stopped at the boundary): text and mark; a sample that
+    did not reach the boundary (cut by its length) is marked "unfinished"."""
+    boundary = model.meta["items"]["boundary"]
+    marks = ItemMarks(model.meta["items"])
+    out = []
+    for text in texts:
+        if text.endswith(boundary):
+            item = text[: -len(boundary)]
+            out.append(Item(item, marks.status(item)).to_json())
+        else:
+            out.append({"text": text, "status": "unfinished", "new": False})
+    return out

@@ -192,6 +192,10 @@ def create_app(entries: Sequence[Entry], limits: Limits | None = None, token: st
         }
         if copies is not None:
             out["copies"] = copies
+        if s.entry.model.is_items and texts is not None:
+            from charlstm.generation.items import mark_samples
+
+            out["items"] = mark_samples(s.entry.model, texts)
         return out
 
     async def copy_check(s: Started, texts: list[str]) -> list[Any] | None:
@@ -234,7 +238,8 @@ def create_app(entries: Sequence[Entry], limits: Limits | None = None, token: st
             try:
                 start = {"model": started.entry.name, "prime": started.prime, "num_samples": job.gen.rows}
                 yield format_sse_event(event="start", data_str=dumps(start))
-                whole = [""] * job.gen.rows if started.entry.copies is not None else None
+                keep = started.entry.copies is not None or started.entry.model.is_items
+                whole = [""] * job.gen.rows if keep else None
                 async for texts in job.chunks():
                     yield format_sse_event(event="text", data_str=dumps({"texts": texts}))
                     if whole is not None:
@@ -242,7 +247,12 @@ def create_app(entries: Sequence[Entry], limits: Limits | None = None, token: st
                 if job.error:
                     yield format_sse_event(event="error", data_str=dumps({"message": job.error}))
                 copies = await copy_check(started, whole) if whole is not None and not job.error else None
-                yield format_sse_event(event="done", data_str=dumps(totals(started, copies=copies)))
+                done = totals(started, copies=copies)
+                if started.entry.model.is_items and whole is not None:
+                    from charlstm.generation.items import mark_samples
+
+                    done["items"] = mark_samples(started.entry.model, whole)
+                yield format_sse_event(event="done", data_str=dumps(done))
             finally:  # the client went away (or we are done): stop generating at once
                 job.cancel()
 

@@ -52,6 +52,7 @@ class Entry:
             "run": self.is_run,
             "preprocessing": m.preprocessing,
             "copy_check": self.copies is not None,
+            "items": m.is_items,
         }
 
 

@@ -45,6 +45,7 @@ class Plan:
     init_meta: dict[str, Any] | None = None
     explicit: dict[str, Any] = field(default_factory=dict)  # settings given (not recipe defaults; they beat any rule)
     added_time: float | None = None  # seconds this call adds (a fresh budgeted run: all of them)
+    grow: dict[str, Any] | None = None  # fine-tuning that adds characters: old and new vocabulary, counts (grow.py)
     entered: float = field(default_factory=time.monotonic)  # when train() began (start-up is measured from here)
 
     @property
@@ -218,7 +219,7 @@ def read_text(plan: Plan) -> Text:
             )
         vocab = Vocabulary.from_json(plan.resumed["vocab"])
     elif plan.init_meta is not None:
-        vocab = Vocabulary.from_json(plan.init_meta["vocab"])
+        vocab = _grown(plan, corpus, Vocabulary.from_json(plan.init_meta["vocab"]))
     else:
         vocab = corpus.vocab
     if config.items:
@@ -228,6 +229,25 @@ def read_text(plan: Plan) -> Text:
     if table is not None:
         train_ids, val_ids = RemappedIds(train_ids, table), RemappedIds(val_ids, table)
     return Text(corpus, vocab, train_ids, val_ids)
+
+
+def _grown(plan: Plan, corpus: Any, old: Vocabulary) -> Vocabulary:
+    """The fine-tuned model's vocabulary: the old one, plus the new text's characters it lacks (grow.py)."""
+    from charlstm.data.items import boundary_for
+    from charlstm.training.grow import describe, grown_vocab
+
+    chars = tuple(corpus.vocab.chars)
+    counts = dict(zip(corpus.vocab.chars, corpus.meta["vocab"]["counts"], strict=False))
+    if plan.config.items:
+        b = boundary_for(plan.config.item_sep)
+        chars += (b,)
+        counts.setdefault(b, counts.get("\n", 1))
+    vocab, added = grown_vocab(old, chars)
+    if added:
+        plan.grow = {"old": old, "new": vocab, "added": added, "counts": counts}
+        if plan.config.verbose:
+            print(describe(added, plan.init_from or "the model"), flush=True)
+    return vocab
 
 
 def _item_text(plan: Plan, corpus: Any, vocab: Vocabulary | None) -> Text:

@@ -100,7 +100,14 @@ def make_model(plan: Plan, spec: Any, steps: int, dist: strategies.Distributed |
             model = build_model(spec, plan.config.mixed_precision)
             compile_model(model, plan.config, steps)
             if plan.init_from is not None:
-                model.set_weights(load_keras_model(plan.init_from, compile=False).get_weights())
+                old = load_keras_model(plan.init_from, compile=False)
+                if plan.grow is not None:  # new characters: the vocabulary-sized layers grow (grow.py)
+                    from charlstm.training.grow import grow_model
+
+                    g = plan.grow
+                    grow_model(model, old, g["old"], g["new"], g["counts"])
+                else:
+                    model.set_weights(old.get_weights())
     epoch = int(plan.state.get("epoch", 0))
     if epoch >= plan.config.epochs and not plan.config.time_budget:
         raise CharlstmError(f"{plan.run_dir}: already trained {epoch} epochs; pass a larger --epochs to go on")

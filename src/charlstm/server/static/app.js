@@ -166,7 +166,11 @@ async function generate(event) {
         const secs = (performance.now() - started) / 1000;
         const rate = secs >= 0.5 ? ` (${Math.round(data.chars / secs)} characters/s)` : "";
         status.textContent = `${data.chars} characters in ${secs.toFixed(2)} s${rate} · ended by ${data.finish_reasons[0]}`;
-        if (data.copies) {
+        if (data.items) {
+          const item = data.items[0];
+          genSpan.textContent = item.text;
+          status.textContent += ` · ${item.status}`;
+        } else if (data.copies) {
           const report = data.copies[0];
           highlightCopies(genSpan, report);
           status.textContent += ` · longest copied span ${report.longest} chars, ${(100 * report.copied_share).toFixed(1)}% in spans ≥ ${report.min_span}`;
