@@ -78,7 +78,7 @@ def _brute(corpus: np.ndarray, q: np.ndarray) -> np.ndarray:
     return np.array(out)
 
 
-@pytest.mark.parametrize("vocab_size", [3, 300])
+@pytest.mark.parametrize("vocab_size", [3, 300, 1500])  # pair buckets; one-id buckets past 1024
 @pytest.mark.parametrize("chunked", [False, True])
 def test_matching_statistics_equal_brute_force(monkeypatch, vocab_size, chunked):
     """Every position's longest match, for one-byte and two-byte ids, in one suffix array or in overlapping
@@ -93,6 +93,7 @@ def test_matching_statistics_equal_brute_force(monkeypatch, vocab_size, chunked)
     corpus = PreparedCorpus(ids, Vocabulary(tuple(chr(0x100 + i) for i in range(vocab_size))), meta)
     index = ci.build_index(corpus, store=False)
     assert len(index.chunks) == (1 if not chunked else 3 if vocab_size <= 256 else 5)  # chunks of 180 bytes
+    assert index.chunks[0].buckets.shape[1] == (vocab_size**2 if vocab_size <= 1024 else vocab_size)
     q = np.concatenate([rng.integers(0, vocab_size, 40), ids[100:160], rng.integers(0, vocab_size, 20)])
     lengths, where = index.matches(q)
     assert (lengths == np.minimum(_brute(ids, q), ci.OVERLAP)).all()
@@ -250,3 +251,13 @@ def test_the_api_reports_copies_when_it_knows_the_training_text(tiny_run, tiny_t
         samples = client.get(f"/api/runs/{tiny_run.name}").json()["samples"]
         assert samples[0]["samples"][0]["temperature"] == 0.5 and "longest copied span" in samples[0]["samples"][0]["copies"]
     assert tiny_text  # the run trained on the fixture's text
+
+
+def test_chunks_are_read_from_a_mapped_corpus_file_as_slicing_gives_them(tmp_path):
+    path = tmp_path / "ids.bin"
+    np.arange(1000, dtype=np.uint16).tofile(path)
+    mapped = np.memmap(path, dtype=np.uint16, mode="r", shape=(1000,))
+    for ids in (mapped, mapped[100:900], np.arange(1000, dtype=np.uint16)):
+        for a, b in ((0, 10), (5, 700), (690, 800)):
+            got = ci._read(ids, a, b)
+            assert np.array_equal(got, np.asarray(ids[a:b])) and got.flags.writeable

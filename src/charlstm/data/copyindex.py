@@ -45,6 +45,10 @@ def _sa_file(k: int) -> str:
     return f"copies.{k}.sa"
 
 
+def _bucket_file(k: int) -> str:
+    return f"copies.{k}.buckets.npy"
+
+
 def chunk_bounds(n: int, itemsize: int) -> list[tuple[int, int]]:
     """[start, stop) of each chunk of n ids: `CHUNK_BYTES // itemsize` ids each, plus OVERLAP more."""
     step = max(CHUNK_BYTES // itemsize, 1)
@@ -56,6 +60,32 @@ class _Chunk:
     start: int  # first id of the chunk in the indexed part
     stop: int
     sa: Any  # int32 positions relative to start, sorted by suffix (a memory map, or an array)
+    buckets: Any = None  # (2, K) int64: the suffix array's [lo, hi) for each first pair (or first id) of ids
+
+
+PAIR_BUCKETS_MAX_VOCAB = 1024  # up to this vocabulary, buckets by the first two ids (8 MB); past it, by one
+
+
+def buckets(ids: np.ndarray, vocab_size: int, block: int = 1 << 24) -> np.ndarray:
+    """Where the suffixes starting with each id pair (or each id, for big vocabularies) lie in the suffix
+    array: counted, not searched (suffixes sort by their first ids; the shorter suffix "a" sorts before every
+    "a?"), so a query's binary search starts inside its pair's range: about 2 log2(V) fewer steps."""
+    v, n = vocab_size, len(ids)
+    ones = np.zeros(v, np.int64)
+    for a in range(0, n, block):
+        ones += np.bincount(np.asarray(ids[a : a + block]), minlength=v)[:v]
+    first = np.concatenate(([0], np.cumsum(ones)[:-1]))
+    if v > PAIR_BUCKETS_MAX_VOCAB:
+        return np.stack([first, first + ones])
+    pairs = np.zeros(v * v, np.int64)
+    for a in range(0, max(n - 1, 0), block):
+        x = np.asarray(ids[a : min(a + block + 1, n)]).astype(np.int64)
+        pairs += np.bincount(x[:-1] * v + x[1:], minlength=v * v)[: v * v]
+    pairs = pairs.reshape(v, v)
+    lo = first[:, None] + np.concatenate([np.zeros((v, 1), np.int64), np.cumsum(pairs, axis=1)[:, :-1]], axis=1)
+    if n:
+        lo[int(ids[n - 1])] += 1  # the one-id suffix at the end sorts first among its id's
+    return np.stack([lo.ravel(), (lo + pairs).ravel()])
 
 
 class CopyIndex:
@@ -63,6 +93,7 @@ class CopyIndex:
 
     def __init__(self, ids: np.ndarray, chunks: list[_Chunk], meta: dict[str, Any], where: Path | None) -> None:
         self.ids = ids
+        self.vocab_size = int(meta["vocab_size"])
         self.chunks = chunks
         self.meta = meta
         self.where = where
@@ -113,6 +144,14 @@ class CopyIndex:
         pattern = np.where(qidx < m, q[np.minimum(qidx, m - 1)], -2)
         valid = qidx < m  # compare only the pattern's own characters
         lo, hi = np.zeros(len(rows), np.int64), np.full(len(rows), n_sa, np.int64)
+        if ch.buckets is not None:  # start inside the range of suffixes that share the first id(s)
+            v = self.vocab_size
+            if ch.buckets.shape[1] == v * v:
+                two = valid[:, 1] if width > 1 else np.zeros(len(rows), bool)
+                key = np.where(two, pattern[:, 0] * v + np.maximum(pattern[:, 1 % width], 0), 0)
+                lo[two], hi[two] = ch.buckets[0][key[two]], ch.buckets[1][key[two]]
+            else:
+                lo, hi = ch.buckets[0][pattern[:, 0]].copy(), ch.buckets[1][pattern[:, 0]].copy()
         sa = ch.sa
         while True:
             active = lo < hi
@@ -145,6 +184,20 @@ class CopyIndex:
         return best, pos
 
 
+def _read(ids: np.ndarray, start: int, stop: int) -> np.ndarray:
+    """ids[start:stop] as a new array, read from the file of a memory-mapped corpus rather than through its
+    map: slicing the map leaves every chunk read mapped into the process (eight chunks of a 1 GB corpus: +1 GB
+    of RSS), as data/batches.py explains for training."""
+    if isinstance(ids, np.memmap) and ids.filename:
+        root = ids
+        while isinstance(root.base, np.ndarray):
+            root = root.base
+        first = root.offset + ids.__array_interface__["data"][0] - root.__array_interface__["data"][0]
+        size = ids.dtype.itemsize
+        return np.fromfile(ids.filename, dtype=ids.dtype, count=stop - start, offset=first + start * size)
+    return np.array(ids[start:stop])
+
+
 # -- where an index lives, and whether it is fresh ---------------------------------------------------------
 def index_dir(corpus: PreparedCorpus, part: str) -> Path:
     """Beside a prepared corpus (when its folder is writable), else in the cache keyed by its sha256."""
@@ -173,6 +226,7 @@ def _expected(corpus: PreparedCorpus, part: str) -> dict[str, Any]:
     return {
         "format": FORMAT, "version": VERSION, "corpus_sha256": corpus.sha256, "part": part, "range": [a, b],
         "dtype": corpus.ids.dtype.newbyteorder("<").name, "chunks": chunk_bounds(b - a, itemsize),
+        "vocab_size": corpus.vocab.size,
     }
 
 
@@ -215,7 +269,16 @@ def open_index(corpus: PreparedCorpus, part: str = "train") -> CopyIndex | None:
             raise _damaged(path, f"{size:,} bytes, expected {4 * (e - s):,}")
         sa = np.memmap(path, dtype="<i4", mode="r", shape=(e - s,)) if e > s else np.zeros(0, np.int32)
         _check_sample(path, sa, e - s)
-        chunks.append(_Chunk(s, e, sa))
+        v = int(want["vocab_size"])
+        try:
+            bkt = np.load(root / _bucket_file(k))
+        except (OSError, ValueError) as exc:
+            raise _damaged(root / _bucket_file(k), f"unreadable: {exc}") from None
+        if bkt.shape not in ((2, v), (2, v * v)) or bkt.dtype != np.int64 or (
+            len(bkt[0]) and (bkt.min() < 0 or bkt.max() > e - s)
+        ):
+            raise _damaged(root / _bucket_file(k), f"buckets of shape {bkt.shape}")
+        chunks.append(_Chunk(s, e, sa, bkt))
     return CopyIndex(corpus.ids[a:b], chunks, meta, root)
 
 
@@ -235,15 +298,18 @@ def build_index(
         root.mkdir(parents=True, exist_ok=True)
         (root / META_FILE).unlink(missing_ok=True)  # while rebuilding, nothing claims to be fresh
     for k, (s, e) in enumerate(want["chunks"]):
-        part_ids = np.array(ids[s:e])  # a writable copy: pydivsufsort refuses read-only buffers
+        part_ids = _read(ids, s, e)  # a writable copy: pydivsufsort refuses read-only buffers
         sa = divsufsort(part_ids) if e > s else np.zeros(0, np.int32)
+        bkt = buckets(part_ids, corpus.vocab.size)
         del part_ids
+        if root is not None:
+            save_atomic(root / _bucket_file(k), lambda tmp, bkt=bkt: np.save(tmp, bkt))
         sa = sa.astype("<i4", copy=False)
         if root is not None:
             save_atomic(root / _sa_file(k), lambda tmp, sa=sa: sa.tofile(tmp))
             del sa
             sa = np.memmap(root / _sa_file(k), dtype="<i4", mode="r", shape=(e - s,)) if e > s else np.zeros(0, np.int32)
-        chunks.append(_Chunk(s, e, sa))
+        chunks.append(_Chunk(s, e, sa, bkt))
     meta = {**want, "chunks": [list(c) for c in want["chunks"]], "seconds": round(time.time() - started, 3),
             "bytes": 4 * sum(e - s for s, e in want["chunks"])}
     if root is not None:
