@@ -66,7 +66,7 @@ class _Chunk:
 PAIR_BUCKETS_MAX_VOCAB = 1024  # up to this vocabulary, buckets by the first two ids (8 MB); past it, by one
 
 
-def buckets(ids: np.ndarray, vocab_size: int, block: int = 1 << 24) -> np.ndarray:
+def buckets(ids: np.ndarray, vocab_size: int, block: int = 1 << 22) -> np.ndarray:
     """Where the suffixes starting with each id pair (or each id, for big vocabularies) lie in the suffix
     array: counted, not searched (suffixes sort by their first ids; the shorter suffix "a" sorts before every
     "a?"), so a query's binary search starts inside its pair's range: about 2 log2(V) fewer steps."""
@@ -321,12 +321,14 @@ def build_index(
 
 
 def copy_index(
-    corpus: PreparedCorpus, part: str = "train", *, log: Callable[[str], None] | None = None
+    corpus: PreparedCorpus, part: str = "train", *, log: Callable[[str], None] | None = None, store: bool = True
 ) -> CopyIndex:
-    """The index of `corpus`: the stored one when fresh, else built (and stored) now."""
+    """The index of `corpus`: the stored one when fresh, else built (and stored, unless `store` is off) now."""
     found = open_index(corpus, part)
     if found is not None:
         return found
+    if not store:
+        return build_index(corpus, part, store=False, log=log)
     try:
         return build_index(corpus, part, log=log)
     except OSError as exc:  # a read-only place: build it in memory for this process

@@ -145,9 +145,9 @@ def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def checker_for_corpus(corpus: PreparedCorpus, part: str = "train", log: Any = _log) -> CopyChecker:
+def checker_for_corpus(corpus: PreparedCorpus, part: str = "train", log: Any = _log, store: bool = True) -> CopyChecker:
     """The checker of a corpus' training part (or all of it), its index opened or built beside it."""
-    return CopyChecker(copy_index(corpus, part, log=log), corpus.vocab, corpus.name)
+    return CopyChecker(copy_index(corpus, part, log=log, store=store), corpus.vocab, corpus.name)
 
 
 def checker_for_model(meta: dict[str, Any], against: str | os.PathLike[str] | None = None,
@@ -205,6 +205,6 @@ class LazyChecker:
     def __call__(self, text: str, min_span: int = MIN_SPAN) -> CopyReport | None:
         if not self.enabled:
             return None
-        if self._checker is None:
-            self._checker = checker_for_corpus(self.corpus, self.part, self.log)
+        if self._checker is None:  # a text prepared in memory gets its index in memory too (seconds at most)
+            self._checker = checker_for_corpus(self.corpus, self.part, self.log, store=self.corpus.path is not None)
         return self._checker.check(text, min_span)
