@@ -178,3 +178,17 @@ def test_the_api_gives_items_models_whole_marked_items(items_run):
         stream = client.post("/api/stream", json={"length": 60, "seed": 1, "num_samples": 8, "temperature": 0.8})
         done = [json.loads(b.split("data: ", 1)[1]) for b in stream.text.split("\n\n") if b.startswith("event: done")]
         assert done[0]["items"] == r["items"]
+
+
+@pytest.mark.slow
+def test_an_items_model_fine_tunes_on_a_list_with_new_characters(items_run, tmp_path):
+    root, names, out = items_run
+    more = [n.replace("k", "ä") for n in synthetic_list(200, seed=9)]
+    (tmp_path / "more.txt").write_text("\n".join(more), encoding="utf-8")
+    tuned = charlstm.train(str(tmp_path / "more.txt"), out=tmp_path / "ft", items=True,
+                           init_from=str(out / "model.keras"), epochs=2, batch_size=32, seq_len=32, verbose=0)
+    base = load(out / "model.keras")
+    assert tuned.is_items and "ä" in tuned.vocab and tuned.vocab.chars[: base.vocab.size] == base.vocab.chars
+    marks = ItemMarks(tuned.meta["items"])
+    assert marks.status(more[0]) in (TRAINING, VALIDATION)
+    assert all("\n" not in i.text for i in tuned.items(10, 0.8, seed=0))
