@@ -130,6 +130,8 @@ def test_a_synthetic_list_trains_and_generates_whole_marked_items(items_run):
     lines = r.stdout.strip().splitlines()
     assert len(lines) == 12 and all(line.endswith("[new]") for line in lines)
     assert all(line.split()[0] not in set(names) for line in lines)
+    r = run_cli("generate", str(out / "model.keras"), "--check-copies")
+    assert r.returncode == 2 and "items model" in r.stderr
     r = run_cli("generate", str(out / "model.keras"), "--num-samples", "30", "--seed", "4")
     for line in r.stdout.strip().splitlines():
         text, mark = line.split()[0], line.split("[")[1].rstrip("]")

@@ -154,6 +154,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
         raise CharlstmError("--temperature needs at least one number (0 = greedy)")
     model = load(args.model)
     if model.is_items:
+        if args.check_copies or args.against:
+            raise CharlstmError(f"{args.model} is an items model: each item is marked new or seen already; "
+                                "--check-copies is for free text")
         print_items(model, args)
         return 0
     if args.only_new:
