@@ -197,11 +197,13 @@ def test_init_from_fine_tunes_and_checks_the_vocabulary(tiny_corpus, tiny_run, t
     base_rows = _metrics(tiny_run)
     # it starts from the trained weights: its first epoch is already far better than the base's first epoch
     assert first["loss"] < (base_rows[0]["loss"] + base_rows[-1]["loss"]) / 2
+    # a text with characters the model lacks: the vocabulary grows (issue 17; tests/test_grow.py)
     other = tmp_path / "other.txt"
     other.write_text("ZZZ QQQ xyz " * 40, encoding="utf-8")
-    r = run_cli("train", str(other), "--init-from", str(tiny_run / "model.keras"), "--out", str(tmp_path / "bad"))
-    assert r.returncode == 2
-    assert "'Z'" in r.stderr and "vocabulary" in r.stderr
+    r = run_cli("train", str(other), "--init-from", str(tiny_run / "model.keras"), "--out", str(tmp_path / "grown"),
+                "--epochs", "1", "--sample-length", "0")
+    assert r.returncode == 0, r.stderr
+    assert "adds 4 characters it lacked: 'Q', 'Z', 'x', 'z'" in r.stdout
 
 
 def test_run_directory_files(tiny_run):
@@ -211,7 +213,7 @@ def test_run_directory_files(tiny_run):
     assert len(cfg["corpus"]["sha256"]) == 64
     assert cfg["config"]["seq_len"] == 32 and cfg["vocab"]["size"] > 10
     rows = _metrics(tiny_run)
-    assert set(rows[0]) == {"epoch", "time", "loss", "bpc", "val_loss", "val_bpc", "lr", "partial"}
+    assert set(rows[0]) == {"epoch", "time", "loss", "bpc", "val_loss", "val_bpc", "lr", "partial", "copied"}
     assert all(r["partial"] == 0 for r in rows)  # only a time budget (or a signal) cuts a row short
     assert rows[-1]["loss"] < rows[0]["loss"]
     assert (tiny_run / "loss.png").read_bytes()[:4] == b"\x89PNG"

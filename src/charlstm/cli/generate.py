@@ -52,6 +52,18 @@ def add_parsers(sub: Any) -> None:
     )
     add_loop_options(g)
 
+    g.add_argument(
+        "--check-copies", action="store_true",
+        help="under each sample, its longest span also found in the training text and the share of it in spans "
+        "of at least --min-span characters (the training text is found from the model file; see --against)",
+    )
+    g.add_argument(
+        "--only-new", action="store_true",
+        help="items models: only items that are not in the training list (generated until there are enough)",
+    )
+    g.add_argument("--min-span", type=int, default=20, help="shortest span --check-copies counts (default 20)")
+    g.add_argument("--against", metavar="FILE|DIR", help="check copies against this text instead of the training text")
+
     e = sub.add_parser("evaluate", help="loss of a model on texts, in nats and bits per character")
     e.add_argument("model")
     e.add_argument("texts", nargs="+", help="files, folders, named corpora, or prepared corpora (their validation part)")
@@ -110,9 +122,21 @@ class _Streamer:
             self.last = now
 
 
+def copy_lines(report: Any, limit: int = 5) -> str:
+    """The copy check under a sample: its summary, then up to `limit` spans (positions in the sample)."""
+    lines = [f"  [{report.summary()}]"]
+    for span in report.spans[:limit]:
+        lines.append(f"  [  chars {span.start}-{span.end} ({span.length}) = training text at {span.source:,}]")
+    if len(report.spans) > limit:
+        lines.append(f"  [  ... {len(report.spans) - limit} more]")
+    return "\n".join(lines) + "\n"
+
+
 def print_samples(
-    model: Any, prime: str | None, temperatures: Sequence[float], length: int, **kw: Any
+    model: Any, prime: str | None, temperatures: Sequence[float], length: int,
+    check: Any = None, **kw: Any,
 ) -> None:
+    """Print samples as they come; `check(text)`, if given, prints the copy report under each one."""
     import numpy as np
 
     from charlstm.generation.sampling import check_options
@@ -130,12 +154,19 @@ def print_samples(
         if kw.get("num_samples", 1) > 1:
             pieces = list(stream)
             for b in range(kw["num_samples"]):
-                out.write(f"----- sample {b + 1}\n{shown}{''.join(p[b] for p in pieces)}\n")
+                text = "".join(p[b] for p in pieces)
+                out.write(f"----- sample {b + 1}\n{shown}{text}\n")
+                if check is not None:
+                    out.write(copy_lines(check(text)))
         else:
             out.write(shown)
+            got = []
             for piece in stream:
                 out.write(piece)
+                got.append(piece)
             out.write("\n")
+            if check is not None:
+                out.write(copy_lines(check("".join(got))))
     sys.stdout.flush()
 
 
@@ -145,11 +176,28 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if not args.temperature:  # `--temperature ,` would otherwise print nothing and succeed
         raise CharlstmError("--temperature needs at least one number (0 = greedy)")
     model = load(args.model)
+    if model.is_items:
+        if args.check_copies or args.against:
+            raise CharlstmError(f"{args.model} is an items model: each item is marked new or seen already; "
+                                "--check-copies is for free text")
+        print_items(model, args)
+        return 0
+    if args.only_new:
+        raise CharlstmError(f"--only-new is for items models (trained with --items); {args.model} is not one")
+    check = None
+    if args.check_copies:  # found (and its index opened or built) before the first sample, so errors come first
+        model.copies("", against=args.against, min_span=args.min_span)
+
+        def check(text: str) -> Any:
+            return model.copies(text, against=args.against, min_span=args.min_span)
+    elif args.against is not None:
+        raise CharlstmError("--against goes with --check-copies")
     print_samples(
         model,
         args.prime,
         args.temperature,
         args.length,
+        check=check,
         top_k=args.top_k,
         top_p=args.top_p,
         seed=args.seed,
@@ -161,6 +209,30 @@ def cmd_generate(args: argparse.Namespace) -> int:
         **loop_settings(args),
     )
     return 0
+
+
+def print_items(model: Any, args: argparse.Namespace) -> None:
+    """An items model's samples: `--num-samples` whole items, one a line, each marked new or seen."""
+    from charlstm.generation.sampling import check_options
+
+    for t in args.temperature:
+        check_options(t, args.top_k, args.top_p)
+    for n, temp in enumerate(args.temperature):
+        if len(args.temperature) > 1:
+            print(f"{'' if n == 0 else chr(10)}----- temperature: {temp}")
+        items = model.items(args.num_samples, temp, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
+                            only_new=args.only_new)
+        width = max((len(i.text) for i in items if "\n" not in i.text), default=0)
+        for item in items:
+            if "\n" in item.text:  # items separated by blank lines: the item, then its mark
+                print(f"{item.text}\n[{item.status}]\n")
+            else:
+                print(f"{item.text:<{width}}  [{item.status}]")
+        new = sum(i.new for i in items)
+        print(f"----- {new} of {len(items)} new", file=sys.stderr)
+        if len(items) < args.num_samples:
+            print(f"charlstm: only {len(items)} new items in {50} batches; the model mostly repeats its list",
+                  file=sys.stderr)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:

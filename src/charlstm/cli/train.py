@@ -67,6 +67,17 @@ def add_parsers(sub: Any) -> None:
     o.add_argument("--seed", type=int, help="same seed: same data order and initial weights")
     o.add_argument("--val-frac", type=float, help="hold out the last fraction of the text (default 0.1)")
     o.add_argument("--val-file", help="validate on this file instead")
+    it = t.add_argument_group("lists of items (names, titles, recipes)")
+    it.add_argument(
+        "--items", action="store_true", default=None,
+        help="the text is a list, one item a line: items shuffled every epoch, whole items held out for "
+        "validation, and generation gives whole items marked new or seen",
+    )
+    it.add_argument(
+        "--item-sep", metavar="line|blank|SEP",
+        help="what separates items (implies --items): line (default), blank (a blank line: poems, recipes) "
+        "or a literal string such as '%%%%' (\\n for a newline)",
+    )
     r = t.add_argument_group("reporting")
     r.add_argument(
         "--sample-temperatures", type=floats, help="per-epoch sample temperatures (default 0.2,0.5,1.0,1.2)"
@@ -132,11 +143,15 @@ def _train_settings(args: argparse.Namespace) -> dict[str, Any]:
         "seed",
         "val_frac",
         "val_file",
+        "items",
+        "item_sep",
         "sample_temperatures",
         "sample_length",
         "tensorboard",
     ]
     settings = {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
+    if settings.get("item_sep") is not None:
+        settings["items"] = True
     if args.quiet:
         settings["verbose"] = 0
     if getattr(args, "verbose", False):

@@ -63,12 +63,15 @@ def corpus_for_training(
     *,
     explicit: dict[str, Any] | None = None,
     verbose: bool = True,
+    download: bool = True,
 ) -> PreparedCorpus:
     """The one way training gets its ids, whatever the source's size.
 
     A prepared DIR is memory-mapped (text options given explicitly must match the ones it was prepared
     with). A text under CACHE_THRESHOLD_BYTES is prepared in memory. A bigger one is prepared once into the
     cache, keyed by its content and the options, and memory-mapped; a second run finds it there.
+    download=False: a named corpus that is not cached is an error, not a download (the copy check, which
+    runs without Keras, reads texts this way).
     """
     if is_prepared(source):
         corpus = open_prepared(source)
@@ -83,7 +86,7 @@ def corpus_for_training(
             )
         return corpus
     opts.validate()
-    found = resolve_source(source, glob=opts.glob)
+    found = resolve_source(source, glob=opts.glob, download=download)
     val = [Path(opts.val_file)] if opts.val_file else []
     size = sum(file_size(p) for p in [*found.files, *val])
     if size < CACHE_THRESHOLD_BYTES:

@@ -61,6 +61,7 @@ class CharModel:
             self.sampling_bias[vocab.unknown_id] = -np.inf  # the unknown symbol is never generated
         self._chars = (*vocab.chars, "\ufffd")  # id -> character as generated
         self.step_count = 0  # time steps run so far (tests use it to see that primes are read once)
+        self._copy_checkers: dict[str | None, Any] = {}  # copy indexes opened by `copies`, by `against`
 
     # -- description --------------------------------------------------------------------------------
     @property
@@ -177,7 +178,21 @@ class CharModel:
         return OneBlasThread(True) if rows > 1 else ALL_BLAS_THREADS
 
     # -- generation ---------------------------------------------------------------------------------
+    @property
+    def is_items(self) -> bool:
+        """Trained with --items: a sample is one whole item (`items`), starting at the boundary symbol."""
+        return bool(self.meta.get("items"))
+
+    def items(self, n: int = 10, temperature: float = 1.0, **kwargs: Any) -> list[Any]:
+        """`n` whole items of an items model, each marked new or seen in training (generation/items.py);
+        only_new=True returns new ones only."""
+        from charlstm.generation.items import generate_items
+
+        return generate_items(self, n, temperature, **kwargs)
+
     def default_prime(self, rng: np.random.Generator) -> str:
+        if self.is_items:
+            return str(self.meta["items"]["boundary"])
         seeds = self.meta.get("seeds") or []
         if seeds:
             return str(seeds[int(rng.integers(len(seeds)))])
@@ -341,6 +356,20 @@ class CharModel:
         """Every character's log-probability given the ones before it, in one stateful pass, with the text's
         nats and bits per character (`.summary()`: what `evaluate(text, streams=1)` reports)."""
         return scoring.score(self, text, unknown=unknown, top=top)
+
+    def copies(self, text: str, against: str | os.PathLike[str] | None = None, min_span: int = 20) -> Any:
+        """The copy check of `text` (generation/copies.py): the longest span also found in the training text
+        and the share of characters in spans of at least `min_span`, with their positions (a `CopyReport`).
+
+        against: a file, folder or prepared corpus to check against instead of the training text (which is
+        found from what the model file records). The index is built once and kept beside the corpus.
+        """
+        from charlstm.generation.copies import checker_for_model
+
+        key = None if against is None else os.fspath(against)
+        if key not in self._copy_checkers:
+            self._copy_checkers[key] = checker_for_model(self.meta, against, self.path)
+        return self._copy_checkers[key].check(text, min_span)
 
     # -- evaluation ---------------------------------------------------------------------------------
     def evaluate(

@@ -8,6 +8,7 @@ model step together. The page's three files are read from the package once, when
 """
 
 # no `from __future__ import annotations`: FastAPI reads the endpoint annotations at run time
+import asyncio
 import dataclasses
 import hmac
 import time
@@ -184,16 +185,30 @@ def create_app(entries: Sequence[Entry], limits: Limits | None = None, token: st
 
     Start = Annotated[Started, Depends(start)]
 
-    def totals(s: Started, texts: list[str] | None = None) -> dict[str, Any]:
+    def totals(s: Started, texts: list[str] | None = None, copies: list[Any] | None = None) -> dict[str, Any]:
         job = s.job
         out: dict[str, Any] = {"model": s.entry.name, "prime": s.prime}
         if texts is not None:
             out |= {"text": texts[0], "texts": texts}
-        return out | {
+        out |= {
             "chars": job.chars,
             "seconds": round(time.monotonic() - job.created, 4),
             "finish_reasons": job.finish_reasons or [],
         }
+        if copies is not None:
+            out["copies"] = copies
+        if s.entry.model.is_items and texts is not None:
+            from charlstm.generation.items import mark_samples
+
+            out["items"] = mark_samples(s.entry.model, texts)
+        return out
+
+    async def copy_check(s: Started, texts: list[str]) -> list[Any] | None:
+        """Per sample, the copy report against the training text (None when the server does not know it)."""
+        check = s.entry.copies
+        if check is None:
+            return None
+        return await asyncio.to_thread(lambda: [check(t).to_json() for t in texts])
 
     @api.post("/generate", response_model=GenerateResponse, summary="Generate text (the whole of it at once)")
     async def generate(started: Start) -> dict[str, Any]:
@@ -202,7 +217,7 @@ def create_app(entries: Sequence[Entry], limits: Limits | None = None, token: st
             texts = [a + b for a, b in zip(texts, chunk, strict=True)]
         if started.job.error:
             raise ApiError(500, f"generation failed: {started.job.error}", kind="server_error")
-        return totals(started, texts)
+        return totals(started, texts, await copy_check(started, texts))
 
     @api.post(
         "/stream",
@@ -211,7 +226,8 @@ def create_app(entries: Sequence[Entry], limits: Limits | None = None, token: st
         summary="Generate text as Server-Sent Events",
         description=(
             "Events: `start` {model, prime, num_samples}; `text` {texts: one string per sample, the new "
-            "characters since the last event, at least every 50 ms}; `done` {chars, seconds, finish_reasons}. "
+            "characters since the last event, at least every 50 ms}; `done` {chars, seconds, finish_reasons, and "
+            "copies: per sample the copy check against the training text, when the server knows it}. "
             "A client that disconnects stops its generation."
         ),
     )
@@ -227,11 +243,21 @@ def create_app(entries: Sequence[Entry], limits: Limits | None = None, token: st
             try:
                 start = {"model": started.entry.name, "prime": started.prime, "num_samples": job.gen.rows}
                 yield format_sse_event(event="start", data_str=dumps(start))
+                keep = started.entry.copies is not None or started.entry.model.is_items
+                whole = [""] * job.gen.rows if keep else None
                 async for texts in job.chunks():
                     yield format_sse_event(event="text", data_str=dumps({"texts": texts}))
+                    if whole is not None:
+                        whole = [a + b for a, b in zip(whole, texts, strict=True)]
                 if job.error:
                     yield format_sse_event(event="error", data_str=dumps({"message": job.error}))
-                yield format_sse_event(event="done", data_str=dumps(totals(started)))
+                copies = await copy_check(started, whole) if whole is not None and not job.error else None
+                done = totals(started, copies=copies)
+                if started.entry.model.is_items and whole is not None:
+                    from charlstm.generation.items import mark_samples
+
+                    done["items"] = mark_samples(started.entry.model, whole)
+                yield format_sse_event(event="done", data_str=dumps(done))
             finally:  # the client went away (or we are done): stop generating at once
                 job.cancel()
 

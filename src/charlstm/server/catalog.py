@@ -33,6 +33,7 @@ class Entry:
     metrics: list[dict[str, Any]] = field(default_factory=list)
     samples: list[dict[str, Any]] = field(default_factory=list)
     is_run: bool = False
+    copies: Any = None  # text -> CopyReport, when the training text was found at start (generation/copies.py)
 
     def info(self) -> dict[str, Any]:
         """What `GET /api/models` says about this model."""
@@ -50,6 +51,8 @@ class Entry:
             "window": m.window,
             "run": self.is_run,
             "preprocessing": m.preprocessing,
+            "copy_check": self.copies is not None,
+            "items": m.is_items,
         }
 
 
@@ -86,7 +89,9 @@ def read_metrics(text: str) -> list[dict[str, Any]]:
     return [{k: _number(v) for k, v in row.items() if k} for row in csv.DictReader(io.StringIO(text))]
 
 
-_MARK = re.compile(r"^----- (?:Epoch (\d+): generating with seed: (.*)|temperature: (\S+))$", re.MULTILINE)
+_MARK = re.compile(
+    r"^----- (?:Epoch (\d+): generating with seed: (.*)|temperature: (\S+)(?: \((.*)\))?)$", re.MULTILINE
+)
 
 
 def read_samples(text: str) -> list[dict[str, Any]]:
@@ -108,7 +113,10 @@ def read_samples(text: str) -> list[dict[str, Any]]:
                 temperature: Any = float(mark.group(3))
             except ValueError:
                 temperature = mark.group(3)
-            epochs[-1]["samples"].append({"temperature": temperature, "text": body})
+            sample = {"temperature": temperature, "text": body}
+            if mark.group(4):  # the copy check's note: "longest copied span N chars; P% in spans >= K"
+                sample["copies"] = mark.group(4)
+            epochs[-1]["samples"].append(sample)
     return epochs
 
 
@@ -138,5 +146,25 @@ def load_entries(paths: list[str]) -> list[Entry]:
         while name in names:
             name, n = f"{base}-{n}", n + 1
         names.add(name)
-        entries.append(Entry(name, model, str(model_path), metrics, samples, is_run))
+        entries.append(Entry(name, model, str(model_path), metrics, samples, is_run, _copy_check(model, name)))
     return entries
+
+
+def _copy_check(model: CharModel, name: str) -> Any:
+    """The copy check against the model's training text, if the text is found (its index is opened or built
+    now, not on request); else None, said in one line."""
+    import sys
+
+    from charlstm.generation.copies import COPY_CHECK_MAX_CHARS, checker_for_model
+
+    chars = (model.meta.get("corpus") or {}).get("train_chars") or 0
+    if chars > COPY_CHECK_MAX_CHARS:
+        print(f"charlstm: {name}: no copy check (a training text of {chars:,} characters; the server checks up "
+              f"to {COPY_CHECK_MAX_CHARS:,})", file=sys.stderr)
+        return None
+    try:
+        checker = checker_for_model(model.meta, None, model.path, log=None)
+    except CharlstmError as exc:
+        print(f"charlstm: {name}: no copy check ({exc})", file=sys.stderr)
+        return None
+    return checker.check

@@ -158,6 +158,8 @@ class ModelInfo(BaseModel):
     best_val_bpc: float | None = Field(description="lowest validation bits/char of its training run")
     window: int | None = Field(description="the input window of a classic (lesson) model")
     run: bool = Field(description="served from a run directory: GET /api/runs/{name} has its metrics")
+    items: bool = Field(False, description="an items model: each sample is one whole item, marked new or seen")
+    copy_check: bool = Field(False, description="the server found the training text: generations say what they copy")
     preprocessing: dict[str, Any]
 
 
@@ -169,6 +171,14 @@ class GenerateResponse(BaseModel):
     chars: int = Field(description="characters generated, all samples together")
     seconds: float
     finish_reasons: list[str] = Field(description="per sample: length, stop or time_limit")
+    items: list[dict[str, Any]] | None = Field(
+        None, description="items models: per sample the item (without its end symbol) and whether it is new, "
+        "in the training set or in the validation set (or unfinished, when the length cut it)",
+    )
+    copies: list[dict[str, Any]] | None = Field(
+        None, description="per sample, when the server knows the training text: the longest span also found "
+        "there and the share of characters in spans of at least min_span (20), with the spans' positions",
+    )
 
 
 class RunResponse(BaseModel):

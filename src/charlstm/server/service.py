@@ -131,6 +131,8 @@ class Service:
         model = entry.model
         if prime is None:
             prime = model.default_prime(np.random.default_rng(seed))
+        if model.is_items and stop is None:  # an items model's sample is one item: it ends at the boundary
+            stop = model.meta["items"]["boundary"]
         try:
             gen = model.generation(
                 prime, length, temperature, top_k, top_p, seed, num_samples, stop, unknown, **options

@@ -123,7 +123,14 @@ def limit_validation(
         return
     dist = dist or strategies.Distributed()
     ids, batch = text.val_ids[:chars], config.batch_size * dist.replicas
-    if config.mode == "windows":
+    if text.items is not None:  # whole items: up to the last boundary within the bound
+        from charlstm.data.item_batches import ItemBatches
+
+        b = text.items.boundary
+        ends = np.flatnonzero(np.asarray(ids) == b)
+        ids = ids[: int(ends[-1]) + 1] if len(ends) > 1 else text.val_ids
+        val = ItemBatches(ids, b, config.seq_len, batch, config.seed, shuffle=False)
+    elif config.mode == "windows":
         val = make_window_batches(ids, config.maxlen, config.step, batch, config.seed, shuffle=False)
     else:
         val = make_sequence_batches(ids, config.seq_len, batch, config.seed, shuffle=False)

@@ -242,8 +242,10 @@ class RunRecorder(keras.callbacks.Callback):
         elapsed: float = 0.0,
         verbose: bool = True,
         budget: BudgetClock | None = None,
+        copy_check: Callable[[str], Any] | None = None,
     ) -> None:
         super().__init__()
+        self.copy_check = copy_check  # text -> CopyReport (or None): generation/copies.py
         self.budget = budget  # a budgeted run: rows at checkpoint intervals, epochs as fractions
         self.run_dir = run_dir
         self.meta = meta
@@ -254,6 +256,7 @@ class RunRecorder(keras.callbacks.Callback):
         self.seed = seed
         self.best = best
         self.history = list(history or [])
+        _fill_copied(self.history, run_dir / "metrics.csv")
         self.elapsed = elapsed  # wall seconds of earlier sessions of this run (resume)
         self.verbose = verbose
         self.diverged_at: int | None = None
@@ -307,14 +310,17 @@ class RunRecorder(keras.callbacks.Callback):
             data = (self.run_dir / "last.keras").read_bytes()
             write_atomic(self.run_dir / "best.keras", data)
             write_atomic(self.run_dir / "model.keras", data)
+        copied = self._samples(epoch)
+        if copied is not None:  # in last.keras' history from the next save on (samples read last.keras)
+            row["copied"] = round(copied, 4)
         self._write_metrics()
         self._plot()
-        self._samples(epoch)
         self.epochs_done += 1
 
     def _write_metrics(self) -> None:
         buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=list(self.history[0]))
+        fields = list(dict.fromkeys(k for r in self.history for k in r))  # rows before the copy check lack "copied"
+        writer = csv.DictWriter(buf, fieldnames=fields)
         writer.writeheader()
         writer.writerows(self.history)
         write_atomic(self.run_dir / "metrics.csv", buf.getvalue())
@@ -334,25 +340,58 @@ class RunRecorder(keras.callbacks.Callback):
         ax.set_ylabel("loss (bits/char)")
         ax.set_title(self.run_dir.name)
         ax.grid(alpha=0.3)
-        ax.legend()
+        ax.legend(loc="upper left")
+        copied = [(r["epoch"], r["copied"]) for r in self.history if r.get("copied") is not None]
+        if copied:  # memorisation beside the loss: the samples' share in spans copied from the training text
+            share = ax.twinx()
+            share.plot(*zip(*copied, strict=True), "s--", color="tab:red", alpha=0.7, label="samples copied")
+            share.set_ylabel("share of sample chars in copied spans")
+            share.set_ylim(0, 1)
+            share.legend(loc="upper right")
         fig.tight_layout()
         save_atomic(self.run_dir / "loss.png", lambda tmp: fig.savefig(tmp, dpi=100))
 
-    def _samples(self, epoch: int) -> None:
+    def _samples(self, epoch: int) -> float | None:
+        """Samples at each temperature, each with its copy check; returns the share of all their characters
+        in copied spans (None without samples or a copy check)."""
         if not self.temperatures or self.sample_length <= 0 or not self.seeds:
-            return
+            return None
         runtime = load_runtime(self.run_dir / "last.keras")
         rng = np.random.default_rng([self.seed, epoch, 7])
         prime = self.seeds[int(rng.integers(len(self.seeds)))]
         lines = [f"----- Epoch {epoch + 1}: generating with seed: {prime!r}"]
+        copied, total = 0, 0
         for temp in self.temperatures:
             text = runtime.generate(
                 prime, self.sample_length, temp, seed=int(rng.integers(2**31)), unknown="skip"
             )
-            lines += [f"----- temperature: {temp}", prime + text, ""]
+            report = self.copy_check(text) if self.copy_check is not None else None
+            note = ""
+            if report is not None:
+                copied, total = copied + report.copied, total + report.length
+                note = (f" (longest copied span {report.longest_length} chars; {report.share:.0%} in spans "
+                        f">= {report.min_span})")
+            lines += [f"----- temperature: {temp}{note}", prime + text, ""]
         block = "\n".join(lines) + "\n"
         if self.verbose:
             print(block, flush=True)
         path = self.run_dir / "samples.txt"
         previous = path.read_text(encoding="utf-8") if path.exists() else ""
         write_atomic(path, previous + block)
+        return copied / total if total else None
+
+
+def _fill_copied(history: list[dict[str, Any]], metrics: Path) -> None:
+    """A resumed run's rows get back the copied shares that metrics.csv shows but last.keras missed (the last
+    row's share is measured after last.keras is written)."""
+    if not history or "copied" in history[-1] or not metrics.is_file():
+        return
+    try:
+        rows = list(csv.DictReader(io.StringIO(metrics.read_text(encoding="utf-8"))))
+    except (OSError, csv.Error):
+        return
+    shares = {r.get("epoch"): r.get("copied") for r in rows if r.get("copied")}
+    for row in history:
+        value = shares.get(str(row.get("epoch")))
+        if "copied" not in row and value:
+            row["copied"] = float(value)

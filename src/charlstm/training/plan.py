@@ -45,6 +45,7 @@ class Plan:
     init_meta: dict[str, Any] | None = None
     explicit: dict[str, Any] = field(default_factory=dict)  # settings given (not recipe defaults; they beat any rule)
     added_time: float | None = None  # seconds this call adds (a fresh budgeted run: all of them)
+    grow: dict[str, Any] | None = None  # fine-tuning that adds characters: old and new vocabulary, counts (grow.py)
     entered: float = field(default_factory=time.monotonic)  # when train() began (start-up is measured from here)
 
     @property
@@ -61,6 +62,7 @@ class Text:
     vocab: Vocabulary
     train_ids: np.ndarray  # or batches.RemappedIds when a fine-tuned model's vocabulary numbers differently
     val_ids: np.ndarray
+    items: Any = None  # data.items.ItemText of a list (--items): the ids above are its B item B ... streams
 
 
 @dataclass
@@ -217,14 +219,56 @@ def read_text(plan: Plan) -> Text:
             )
         vocab = Vocabulary.from_json(plan.resumed["vocab"])
     elif plan.init_meta is not None:
-        vocab = Vocabulary.from_json(plan.init_meta["vocab"])
+        vocab = _grown(plan, corpus, Vocabulary.from_json(plan.init_meta["vocab"]))
     else:
         vocab = corpus.vocab
+    if config.items:
+        return _item_text(plan, corpus, vocab if vocab is not corpus.vocab else None)
     table = _id_map(corpus.vocab, vocab, plan.init_from or plan.source)
     train_ids, val_ids = corpus.train_ids, corpus.val_ids
     if table is not None:
         train_ids, val_ids = RemappedIds(train_ids, table), RemappedIds(val_ids, table)
     return Text(corpus, vocab, train_ids, val_ids)
+
+
+def _grown(plan: Plan, corpus: Any, old: Vocabulary) -> Vocabulary:
+    """The fine-tuned model's vocabulary: the old one, plus the new text's characters it lacks (grow.py)."""
+    from charlstm.data.items import boundary_for
+    from charlstm.training.grow import describe, grown_vocab
+
+    chars = tuple(corpus.vocab.chars)
+    counts = dict(zip(corpus.vocab.chars, corpus.meta["vocab"]["counts"], strict=False))
+    if plan.config.items:
+        b = boundary_for(plan.config.item_sep)
+        chars += (b,)
+        counts.setdefault(b, counts.get("\n", 1))
+    vocab, added = grown_vocab(old, chars)
+    if added:
+        plan.grow = {"old": old, "new": vocab, "added": added, "counts": counts}
+        if plan.config.verbose:
+            print(describe(added, plan.init_from or "the model"), flush=True)
+    return vocab
+
+
+def _item_text(plan: Plan, corpus: Any, vocab: Vocabulary | None) -> Text:
+    """A list's items (data/items.py): the whole text cut into items, a random sample held out (or the
+    --val-file's items), in the items' vocabulary (a resumed or fine-tuned model's own, if given)."""
+    from charlstm.data.batches import span
+    from charlstm.data.items import ITEMS_MAX_CHARS, split_items
+
+    config = plan.config
+    if len(corpus.ids) > ITEMS_MAX_CHARS:
+        raise CharlstmError(f"{plan.source}: --items reads the list into memory, up to {ITEMS_MAX_CHARS:,} "
+                            f"characters; this one has {len(corpus.ids):,}")
+    decode = corpus.vocab.decode
+    if corpus.meta.get("val_file"):
+        text, val_text = decode(span(corpus.train_ids, 0, len(corpus.train_ids))), decode(
+            span(corpus.val_ids, 0, len(corpus.val_ids)))
+    else:
+        text, val_text = decode(span(corpus.ids, 0, len(corpus.ids))), None
+    items = split_items(text, config.item_sep, val_frac=config.val_frac, seed=config.seed, val_text=val_text,
+                        vocab=vocab, max_vocab=config.max_vocab, min_count=config.min_count, source=plan.source)
+    return Text(corpus, items.vocab, items.train, items.val, items=items)
 
 
 def _id_map(have: Vocabulary, want: Vocabulary, model: str) -> np.ndarray | None:
@@ -250,7 +294,14 @@ def make_data(config: TrainConfig, text: Text, dist: strategies.Distributed | No
 
     dist = dist or strategies.Distributed()
     batch = config.batch_size * dist.replicas
-    if config.mode == "windows":
+    if text.items is not None:
+        from charlstm.data.item_batches import ItemBatches
+
+        b = text.items.boundary
+        train = ItemBatches(text.train_ids, b, config.seq_len, batch, config.seed)
+        val = ItemBatches(text.val_ids, b, config.seq_len, batch, config.seed, shuffle=False) if len(
+            text.val_ids) >= 2 else None
+    elif config.mode == "windows":
         train = make_window_batches(text.train_ids, config.maxlen, config.step, batch, config.seed)
         val = (
             make_window_batches(text.val_ids, config.maxlen, config.step, batch, config.seed, shuffle=False)

@@ -38,6 +38,8 @@ class TrainConfig:
     batch_size: int = 64
     val_frac: float = 0.1
     val_file: str | None = None
+    items: bool = False  # a list: one item a line (or item_sep), boundaries, shuffled items (data/items.py)
+    item_sep: str = "line"  # "line", "blank" (a blank line between items) or a literal separator
     # model
     input: str = "embedding"
     embedding_dim: int = 64
@@ -95,6 +97,10 @@ class TrainConfig:
             raise CharlstmError(f"--early-stopping must be >= 1 epochs, got {self.early_stopping}")
         if self.mixed_precision not in (None, "bf16", "fp16"):
             raise CharlstmError(f"--mixed-precision must be bf16 or fp16, got {self.mixed_precision!r}")
+        if self.items and self.mode != "sequences":
+            raise CharlstmError("--items trains on sequences of items: use the default recipe, not classic")
+        if not self.item_sep:
+            raise CharlstmError("--item-sep must be line, blank or a non-empty separator string")
         if any(t < 0 for t in self.sample_temperatures):
             raise CharlstmError("sample temperatures must be >= 0")
 

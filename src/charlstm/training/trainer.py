@@ -98,7 +98,14 @@ def make_model(plan: Plan, spec: Any, steps: int, dist: strategies.Distributed |
             model = build_model(spec, plan.config.mixed_precision)
             compile_model(model, plan.config, steps)
             if plan.init_from is not None:
-                model.set_weights(load_keras_model(plan.init_from, compile=False).get_weights())
+                old = load_keras_model(plan.init_from, compile=False)
+                if plan.grow is not None:  # new characters: the vocabulary-sized layers grow (grow.py)
+                    from charlstm.training.grow import grow_model
+
+                    g = plan.grow
+                    grow_model(model, old, g["old"], g["new"], g["counts"])
+                else:
+                    model.set_weights(old.get_weights())
     epoch = int(plan.state.get("epoch", 0))
     if epoch >= plan.config.epochs and not plan.config.time_budget:
         raise CharlstmError(f"{plan.run_dir}: already trained {epoch} epochs; pass a larger --epochs to go on")
@@ -136,10 +143,13 @@ def run_metadata(plan: Plan, text: Text, spec: Any) -> dict[str, Any]:
             "files": corpus.files[:50],
             "file_count": len(corpus.files),
         },
-        "seeds": seeds(text.train_ids, text.vocab, 16, plan.config.maxlen, plan.config.seed),
+        # a list's samples start where an item starts: at its boundary symbol
+        "seeds": [text.items.record["boundary"]] if text.items is not None
+        else seeds(text.train_ids, text.vocab, 16, plan.config.maxlen, plan.config.seed),
         # each character's longest run in the training text, by id: generation never goes past it (max_repeat)
         "longest_runs": longest_runs(text.train_ids, text.vocab.size, read=span).tolist(),
         "trained_with": describe(),
+        **({"items": text.items.record} if text.items is not None else {}),
     }
 
 
@@ -150,6 +160,7 @@ def make_session(
     extra: list[Any] | None,
     out_dir: Path | None = None,
     budget: Budget | None = None,
+    copy_check: Any = None,
 ) -> Session:
     """charlstm's callbacks around the user's: exact-resume seeds, signals, bits/char, progress, run files
     (written to `out_dir`, by default the run directory), and a budgeted run's clock."""
@@ -178,6 +189,7 @@ def make_session(
         elapsed=float(state.get("elapsed", 0.0)),
         verbose=bool(config.verbose),
         budget=clock,
+        copy_check=copy_check,
     )
     # order matters: bits/char enter the logs before the progress bar prints them, and the recorder
     # (samples, checkpoints) runs after the bar has finished its line
@@ -384,7 +396,12 @@ def train(
     if dist.chief:
         plan.run_dir.mkdir(parents=True, exist_ok=True)
         write_atomic(plan.run_dir / "config.json", json.dumps(meta, ensure_ascii=False, indent=1))
-    session = make_session(plan, meta, data, callbacks, dist.output_dir(plan.run_dir), budget)
+    copy_check = None
+    if plan.config.sample_temperatures and plan.config.sample_length > 0:  # built at the first samples
+        from charlstm.generation.copies import LazyChecker
+
+        copy_check = LazyChecker(text.corpus, log=print if plan.config.verbose else None)
+    session = make_session(plan, meta, data, callbacks, dist.output_dir(plan.run_dir), budget, copy_check)
     if plan.config.verbose:
         _announce(plan, text, data, meta, budget)
     with dist.training(plan.run_dir):

@@ -171,6 +171,15 @@ async function generate(event) {
         const secs = (performance.now() - started) / 1000;
         const rate = secs >= 0.5 ? ` (${Math.round(data.chars / secs)} characters/s)` : "";
         status.textContent = `${data.chars} characters in ${secs.toFixed(2)} s${rate} · ended by ${data.finish_reasons[0]}`;
+        if (data.items) {
+          const item = data.items[0];
+          genSpan.textContent = item.text;
+          status.textContent += ` · ${item.status}`;
+        } else if (data.copies) {
+          const report = data.copies[0];
+          highlightCopies(genSpan, report);
+          status.textContent += ` · longest copied span ${report.longest} chars, ${(100 * report.copied_share).toFixed(1)}% in spans ≥ ${report.min_span}`;
+        }
       } else if (name === "error") throw new Error(data.message);
     });
   } catch (err) {
@@ -185,6 +194,23 @@ async function generate(event) {
       $("stop").disabled = true;
     }
   }
+}
+
+// Mark the spans the copy check found in the training text (positions count characters, not UTF-16 units).
+function highlightCopies(span, report) {
+  const chars = Array.from(span.textContent);
+  span.textContent = "";
+  let at = 0;
+  for (const s of report.spans) {
+    if (s.start > at) span.append(chars.slice(at, s.start).join(""));
+    const mark = document.createElement("mark");
+    mark.className = "copied";
+    mark.title = `${s.length} characters copied from the training text (at character ${s.source})`;
+    mark.textContent = chars.slice(Math.max(s.start, at), s.end).join("");
+    span.append(mark);
+    at = Math.max(at, s.end);
+  }
+  if (at < chars.length) span.append(chars.slice(at).join(""));
 }
 
 // -- the lesson view: the four temperatures side by side, one prime, one seed --------------------------------
