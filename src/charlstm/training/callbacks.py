@@ -38,7 +38,8 @@ class DropoutSeeds(keras.callbacks.Callback):
     """Derive every Dropout layer's RNG state from (seed, epoch) at the start of each epoch.
 
     Keras does not save SeedGenerator states in the model file, so without this a resumed run would draw
-    different dropout masks than an uninterrupted one.
+    different dropout masks than an uninterrupted one. On the torch backend Keras' Dropout draws from torch's
+    global generator instead, which is seeded from (seed, epoch) too (`torch_engine.seed_torch`).
     """
 
     def __init__(self, seed: int) -> None:
@@ -50,6 +51,10 @@ class DropoutSeeds(keras.callbacks.Callback):
             gen = getattr(layer, "seed_generator", None)
             if gen is not None:
                 gen.state.assign(np.array([self.seed % (2**31), epoch], dtype=gen.state.dtype))
+        if keras.backend.backend() == "torch":
+            from charlstm.training.torch_engine import seed_torch
+
+            seed_torch(self.seed, epoch)
 
 
 class StopOnSignal(keras.callbacks.Callback):
