@@ -22,10 +22,11 @@ torch's. A torch training process tells Keras TensorFlow is unavailable unless s
 from __future__ import annotations
 
 import sys
-import types
 from typing import Any
 
 from charlstm.errors import CharlstmError
+
+_switched = {"lean_step": False}  # what the last prepare() switched on (config.json: trained_with)
 
 
 def keep_tensorflow_out() -> None:
@@ -38,6 +39,38 @@ def keep_tensorflow_out() -> None:
         module_utils.tensorflow._available = False  # what LazyModule.available caches after a failed import
     except (ImportError, AttributeError):  # a Keras without that lazy module imports TensorFlow lazily anyway
         pass
+
+
+def save_optimizers_by_public_name() -> None:
+    """Make checkpoints written on torch name their optimizer as TensorFlow and JAX do ("keras.optimizers",
+    "Adam"), so they resume on any backend.
+
+    Keras 3.15's torch backend swaps `keras.optimizers.Adam` (RMSprop, ...) for a private subclass
+    (`keras.src.backend.torch.optimizers.torch_adam.Adam`) that has no public name, so `model.save` records
+    that torch module: loading the file under TensorFlow then builds the torch optimizer there and the first
+    step fails. This gives each such subclass its parent's public name for serialising only; loading that
+    name on torch gives the torch subclass again (Keras' own swap).
+    """
+    import importlib
+    import pkgutil
+
+    from keras.src import api_export
+    from keras.src.backend.torch import optimizers
+    from keras.src.backend.torch.optimizers.torch_optimizer import TorchOptimizer
+
+    for module in pkgutil.iter_modules(optimizers.__path__):  # Keras imports them at the first optimizer only
+        importlib.import_module(f"{optimizers.__name__}.{module.name}")
+    pending = list(TorchOptimizer.__subclasses__())
+    while pending:
+        cls = pending.pop()
+        pending.extend(cls.__subclasses__())
+        if api_export.get_name_from_symbol(cls) is not None:
+            continue
+        for parent in cls.__mro__[1:]:
+            name = api_export.get_name_from_symbol(parent)
+            if name is not None and name.startswith("keras.optimizers.") and cls.__name__ == parent.__name__:
+                api_export.REGISTERED_OBJS_TO_NAMES[cls] = name
+                break
 
 
 def bf16_supported() -> bool:
@@ -64,7 +97,7 @@ def check_precision(mixed_precision: str | None) -> None:
         )
 
 
-def _lean_train_step(self: Any, data: Any) -> dict[str, Any]:
+def _lean_train_step(self: Any, data: Any, weights: list[Any]) -> dict[str, Any]:
     """One training step with none of Keras' per-step wrappers; see the module docstring."""
     import torch
     from torch.nn import functional
@@ -74,7 +107,6 @@ def _lean_train_step(self: Any, data: Any) -> dict[str, Any]:
     x, y = data
     logits = self(x, training=True)
     loss = functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y.reshape(-1).long())
-    weights = self._lean_weights
     for v in weights:
         v.value.grad = None
     loss.backward()
@@ -110,25 +142,27 @@ def prepare(model: Any, *, fused: bool = True, lean: bool = True) -> dict[str, b
 
     from charlstm.training import torch_lstm
 
+    save_optimizers_by_public_name()
     on_cpu = not torch.cuda.is_available()
     if fused and on_cpu:
         torch_lstm.install()
     use_lean = lean and lean_step_applies(model)
-    if use_lean:
-        model._lean_weights = list(model.trainable_weights)
-        model.train_step = types.MethodType(_lean_train_step, model)
+    if use_lean:  # a plain function on the instance: an attribute holding variables would be saved with them
+        weights = list(model.trainable_weights)
+        object.__setattr__(model, "train_step", lambda data: _lean_train_step(model, data, weights))
     elif "train_step" in vars(model):
-        del model.train_step
+        object.__delattr__(model, "train_step")
     model.train_function = None  # rebuilt from the (new) train_step on the next fit
+    _switched["lean_step"] = use_lean
     return {"fused_lstm": torch_lstm.installed(), "lean_step": use_lean}
 
 
-def seed_torch(seed: int, epoch: int) -> None:
-    """Seed torch's global generator from (seed, epoch): Keras' Dropout on torch draws its masks from it
+def seed_torch(seed: int, epoch: int, batch: int) -> None:
+    """Seed torch's global generator from (seed, epoch, batch): Keras' Dropout on torch draws its masks from it
     (Keras seeds no generator of its own for an unseeded Dropout), so a resumed epoch draws the same masks."""
     import torch
 
-    torch.manual_seed((seed % (2**31)) * 1_000_003 + epoch)
+    torch.manual_seed((((seed % (2**31)) * 1_000_003 + epoch) * 1_000_033 + batch) % (2**63))
 
 
 def describe() -> dict[str, Any]:
@@ -137,4 +171,5 @@ def describe() -> dict[str, Any]:
 
     from charlstm.training import torch_lstm
 
-    return {"torch": torch.__version__, "fused_lstm": torch_lstm.installed(), "threads": torch.get_num_threads()}
+    return {"torch": torch.__version__, "fused_lstm": torch_lstm.installed(), **_switched,
+            "threads": torch.get_num_threads()}
