@@ -233,3 +233,27 @@ def test_distribute_with_torch_says_it_is_not_supported(tiny_corpus, tmp_path):
                    "--out", str(tmp_path / "r"))
     assert proc.returncode == 2 and "not supported on the torch backend" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "r").exists()
+
+
+def test_the_numpy_feeds_give_the_tf_feeds_batches():
+    # torch's feeds (no TensorFlow in its process) in the order of batches.epoch_batches, a function of
+    # (seed, epoch), so that a resumed run sees what an uninterrupted one would
+    from itertools import islice
+
+    from charlstm.data.batches import make_sequence_batches, to_numpy_dataset, to_numpy_stream
+
+    ids = np.random.default_rng(0).integers(0, 20, 2_000).astype(np.int32)
+    train = make_sequence_batches(ids, 16, 8, seed=3)
+    expected = list(train.epoch_batches(1))[2:] + list(train.epoch_batches(2)) + list(train.epoch_batches(3))[:1]
+    got = list(islice(to_numpy_stream(train, 1, 2), len(expected)))
+    assert len(got) == len(expected) == 2 * len(train) - 1
+    for (gx, gy), (ex, ey) in zip(got, expected, strict=True):
+        np.testing.assert_array_equal(gx, ex)
+        np.testing.assert_array_equal(gy, ey)
+    assert len(list(to_numpy_stream(train, 1, last_epoch=3))) == 2 * len(train)
+    val = make_sequence_batches(ids[:203], 16, 8, seed=3, shuffle=False)
+    dataset = to_numpy_dataset(val)
+    assert len(dataset) == len(list(val.epoch_batches(0))) == 2  # a smaller last batch, every row once
+    for i, (ex, ey) in enumerate(val.epoch_batches(0)):
+        np.testing.assert_array_equal(dataset[i][0], ex)
+        np.testing.assert_array_equal(dataset[i][1], ey)
