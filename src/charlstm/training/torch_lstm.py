@@ -11,10 +11,10 @@ kernel cannot take (a mask, `unroll`, `go_backwards`, activations other than tan
 non-CPU device, a trace) goes to the stock function unchanged. The layers, the variables and the saved file
 stay Keras' own: only the arithmetic of the forward and backward pass changes, within float32 round-off.
 
-`GRU` has no fused CPU kernel in PyTorch either (`torch._VF.gru` on a CPU is a loop of cells), so `--cell
-gru` trains on Keras' stock torch path.
+`GRU` has no oneDNN kernel in PyTorch (on a CPU `torch._VF.gru` is a C++ loop of cells, and Keras' GRU orders
+its gates otherwise), so `--cell gru` trains on Keras' stock torch path (a Python loop of time steps).
 
-Use `install()` / `uninstall()` (or `with fused_lstm():`) only in a process whose Keras backend is torch;
+Use `install()` / `uninstall()` (or `with fused():`) only in a process whose Keras backend is torch;
 `calls` counts the kernel's uses, so tests can prove that Keras still calls the hook.
 """
 
@@ -32,7 +32,10 @@ def _plain(activation: Any, name: str) -> bool:
     import torch
     from keras import activations, ops
 
-    wanted = {"tanh": (activations.tanh, torch.tanh, ops.tanh), "sigmoid": (activations.sigmoid, torch.sigmoid, ops.sigmoid)}
+    wanted = {
+        "tanh": (activations.tanh, torch.tanh, ops.tanh),
+        "sigmoid": (activations.sigmoid, torch.sigmoid, ops.sigmoid),
+    }
     return activation in wanted[name]
 
 
