@@ -356,9 +356,9 @@ def train(
     resume: continue the run in `out` from its last.keras (source and settings come from the run; `epochs`
     may be raised to train longer).
     callbacks: extra Keras callbacks, run before charlstm's own each epoch.
-    backend: "tensorflow" or "jax" (default: KERAS_BACKEND, else the one measured faster for this network on
-    this machine, see probe.py); fixed for the process
-    once Keras is imported. A run may be resumed or fine-tuned on the other backend.
+    backend: "tensorflow", "jax" or "torch" (charlstm[torch]; default: KERAS_BACKEND, else the one measured
+    fastest for this network on this machine, see probe.py); fixed for the process once Keras is imported.
+    A run may be resumed or fine-tuned on any other backend.
     distribute: "none", "mirrored" (all local GPUs, TensorFlow) or "multihost" (`num_processes` processes
     joined at `coordinator` HOST:PORT, this one `process_id`; JAX, chosen here): see strategy.py. `batch_size`
     is then per replica. Every process of a multihost job returns the model; only process 0 writes files.
