@@ -7,14 +7,20 @@ Prints, for 2 x LSTM(128), 2 x LSTM(512) and 3 x LSTM(1024) at fp32 and bf16 and
 sequences, the default recipe's Adam + clipnorm, random ids over a 65-symbol vocabulary), the training speed in
 target characters per second, and then the validation loss that the default recipe scaled up
 (2 x LSTM(512), bf16, batch 128, 128-char sequences) reaches on tiny Shakespeare in `--budget` seconds of
-training. The device, its name and the versions come first, so a pasted table names its card.
+training. The device, its name and the versions come first, so a pasted table names its card. When PyTorch is
+installed (charlstm[torch]), the same table follows for Keras on the torch backend (cuDNN through Keras' own
+torch LSTM path; issue 15), from a subprocess, since the backend is fixed per process:
+
+    python benchmarks/bench_gpu.py --backend torch --throughput-only   # that table alone
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -92,11 +98,16 @@ def main() -> None:
     ap.add_argument("--budget", type=float, default=300, help="seconds of tiny Shakespeare training (default 300)")
     ap.add_argument("--min-seconds", type=float, default=3.0, help="timed seconds per throughput cell")
     ap.add_argument("--quick", action="store_true", help="small sizes and a 20 s budget: checks the script on a CPU")
-    ap.add_argument("--backend", default="tensorflow", choices=["tensorflow", "jax"])
+    ap.add_argument("--backend", default="tensorflow", choices=["tensorflow", "jax", "torch"])
+    ap.add_argument("--throughput-only", action="store_true", help="the throughput table only (no Shakespeare)")
     args = ap.parse_args()
     from charlstm.training import backend as backends
 
     backends.select(args.backend)
+    if args.backend == "torch":
+        from charlstm.training import torch_engine
+
+        torch_engine.keep_tensorflow_out()
     seed_keras_cache()
     started = time.time()
     from charlstm.training.device import describe
@@ -115,13 +126,26 @@ def main() -> None:
                          "chars_per_s": dict(zip(batches, speeds, strict=True))})
             print(f"{f'{layers}xLSTM({units})':<16}{precision or 'fp32':<11}"
                   + "".join(f"{s:>16,.0f}" for s in speeds), flush=True)
+    if args.throughput_only:
+        print("RESULT " + json.dumps({"device": info, "throughput": rows}), flush=True)
+        return
+    torch_rows = None
+    if args.backend != "torch" and importlib.util.find_spec("torch") is not None:
+        print("Keras on the torch backend:", flush=True)
+        cmd = [sys.executable, __file__, "--backend", "torch", "--throughput-only",
+               "--min-seconds", str(args.min_seconds), *(["--quick"] if args.quick else [])]
+        proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "KERAS_BACKEND": "torch"})
+        lines = proc.stdout.splitlines()
+        print("\n".join(line for line in lines if not line.startswith("RESULT ")), flush=True)
+        found = [line for line in lines if line.startswith("RESULT ")]
+        torch_rows = json.loads(found[0][7:]) if found else {"failed": proc.stderr.strip().splitlines()[-3:]}
     quality = shakespeare(budget, args.quick)
     print(f"tiny Shakespeare, {quality['settings']}: best validation {quality['best_val_nats']:.4f} nats/char "
           f"({quality['best_val_bits']:.4f} bits/char) at epoch {quality['best_epoch']} of {quality['epochs']}, "
           f"{quality['train_seconds']} s of training", flush=True)
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "bench_gpu.json").write_text(json.dumps({"device": info, "throughput": rows, "shakespeare": quality},
-                                                   indent=1))
+    (OUT / "bench_gpu.json").write_text(json.dumps({"device": info, "throughput": rows, "shakespeare": quality,
+                                                    "keras_torch": torch_rows}, indent=1))
     print(f"total {time.time() - started:.0f} s; results in {OUT / 'bench_gpu.json'}")
 
 

@@ -1,4 +1,4 @@
-"""Training throughput (target characters per second): Keras/TensorFlow, Keras/JAX and PyTorch side by side.
+"""Training throughput (target characters per second): Keras on TensorFlow, JAX and PyTorch, and PyTorch itself.
 
 Two networks, each at its own batch and sequence length:
 - default: Embedding(64), 2 x LSTM(128), dropout 0.1 between layers and before the head, Dense(V) at every
@@ -15,6 +15,13 @@ trainer feeds them, callbacks, 300 KB of tiny Shakespeare) over the batches afte
 
     python benchmarks/bench_throughput.py [--rounds 3] [--steps 40] [--recipes default,classic]
                                           [--impls tensorflow,jax,torch] [--variants ...]
+
+Keras on the torch backend (issue 15; needs charlstm[torch]) comes in four `--impls`:
+  keras-torch-stock  Keras' own torch path (a Python loop of matmuls per LSTM time step on a CPU)
+  keras-torch-fused  oneDNN's fused LSTM through training/torch_lstm.py, Keras' stock train step
+  keras-torch        as charlstm trains on torch: fused LSTM + torch_engine's lean step
+  keras-torch-bf16   the same with --mixed-precision bf16 (float32 weights and logits)
+and PyTorch itself in two: `torch` (float32) and `torch-bf16` (torch.autocast bfloat16, float32 loss).
 
 `--variants` compares knobs on the Keras workers (join knobs with '+', e.g. `hoisted+xla`); the measurements
 behind benchmarks/README.md:
@@ -140,7 +147,10 @@ def unroll_time_loop(model) -> int:
     return len(layers)
 
 
-def keras_worker(backend: str, recipe: str, knobs: set[str], steps: int) -> dict:
+def keras_worker(backend: str, recipe: str, knobs: set[str], steps: int, engine: str = "lean",
+                 precision: str | None = None) -> dict:
+    """engine (torch backend only): "stock" (Keras alone), "fused" (the fused LSTM hook) or "lean" (hook + lean
+    step, as charlstm trains); precision: None or "bf16" (Keras' mixed_bfloat16 policy, as charlstm's)."""
     os.environ["KERAS_BACKEND"] = backend
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if "onednn0" in knobs:
@@ -152,6 +162,14 @@ def keras_worker(backend: str, recipe: str, knobs: set[str], steps: int) -> dict
             tf.config.threading.set_intra_op_parallelism_threads(1)
         if "inter1" in knobs:
             tf.config.threading.set_inter_op_parallelism_threads(1)
+    if backend == "torch":
+        from charlstm.training import torch_engine
+
+        torch_engine.keep_tensorflow_out()  # as a torch training process
+        if "threads1" in knobs:
+            import torch
+
+            torch.set_num_threads(1)
     import keras
 
     from charlstm.training.model import ModelSpec, build_model
@@ -175,7 +193,7 @@ def keras_worker(backend: str, recipe: str, knobs: set[str], steps: int) -> dict
             dropout=r["dropout"],
             window=None if r["every_position"] else r["T"],
         )
-        model = build_model(spec)
+        model = build_model(spec, precision)
     installed = hoist_input_projection(model) if "hoisted" in knobs else 0
     if "unroll" in knobs:
         installed = unroll_time_loop(model)
@@ -183,9 +201,13 @@ def keras_worker(backend: str, recipe: str, knobs: set[str], steps: int) -> dict
         optimizer=_optimizer(config, steps),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         # the trainer's setting: XLA off for TensorFlow on CPUs; JAX always compiles (False would run op by op)
-        jit_compile=True if "xla" in knobs else (False if backend == "tensorflow" else "auto"),
+        jit_compile=True if "xla" in knobs else (False if backend in ("tensorflow", "torch") else "auto"),
         steps_per_execution=8 if "spe8" in knobs else 1,
     )
+    if backend == "torch" and engine != "stock":
+        from charlstm.training import torch_engine
+
+        torch_engine.prepare(model, lean=engine == "lean")
     x, y = _data(r, steps)
     B = r["B"]
     if "tfdata" in knobs:
@@ -207,7 +229,7 @@ def keras_worker(backend: str, recipe: str, knobs: set[str], steps: int) -> dict
     return {"chars_per_s": targets / seconds, "hoisted_layers": installed, "versions": f"Keras {keras.__version__}"}
 
 
-def torch_worker(recipe: str, knobs: set[str], steps: int) -> dict:
+def torch_worker(recipe: str, knobs: set[str], steps: int, bf16: bool = False) -> dict:
     import torch
     from torch import nn
 
@@ -244,7 +266,9 @@ def torch_worker(recipe: str, knobs: set[str], steps: int) -> dict:
 
     def step(i: int) -> None:
         opt.zero_grad()
-        loss = loss_fn(net(x[i]).reshape(-1, V), y[i].reshape(-1))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):  # float32 master weights
+            logits = net(x[i])
+        loss = loss_fn(logits.float().reshape(-1, V), y[i].reshape(-1))
         loss.backward()
         if r["every_position"]:
             nn.utils.clip_grad_norm_(net.parameters(), 1.0)
@@ -260,12 +284,16 @@ def torch_worker(recipe: str, knobs: set[str], steps: int) -> dict:
     return {"chars_per_s": targets / seconds, "versions": f"PyTorch {torch.__version__}"}
 
 
-def train_worker(backend: str, recipe: str, steps: int) -> dict:
+def train_worker(backend: str, recipe: str, steps: int, knobs: set[str] = frozenset()) -> dict:
     """charlstm.train itself (its data feed, callbacks and compile settings) on the first 300 KB of tiny
     Shakespeare: the `steps` batches after the first 5, timed between batch ends by a callback."""
     import tempfile
 
     os.environ["KERAS_BACKEND"] = backend  # before Keras is imported (here, for the callback class)
+    if backend == "torch" and "threads1" in knobs:
+        import torch
+
+        torch.set_num_threads(1)
     sys.path.insert(0, str(HERE.parent))
     import keras
     from common import DATA
@@ -310,10 +338,14 @@ def worker(args: argparse.Namespace) -> None:
     if "avx2" in knobs:
         os.environ.update(AVX2_ONLY)
     impl = args.worker
-    if impl == "torch":
-        result = torch_worker(args.recipe, knobs, args.steps)
+    if impl in ("torch", "torch-bf16"):
+        result = torch_worker(args.recipe, knobs, args.steps, bf16=impl == "torch-bf16")
+    elif impl.startswith("keras-torch"):
+        engine = {"keras-torch-stock": "stock", "keras-torch-fused": "fused"}.get(impl, "lean")
+        precision = "bf16" if impl == "keras-torch-bf16" else None
+        result = keras_worker("torch", args.recipe, knobs, args.steps, engine=engine, precision=precision)
     elif impl.startswith("train-"):
-        result = train_worker(impl.removeprefix("train-"), args.recipe, args.steps)
+        result = train_worker(impl.removeprefix("train-"), args.recipe, args.steps, knobs)
     else:
         result = keras_worker(impl, args.recipe, knobs, args.steps)
     print("RESULT " + json.dumps(result), flush=True)
@@ -362,7 +394,8 @@ def main() -> None:
     cases = []
     for recipe in args.recipes.split(","):
         for impl in args.impls.split(","):
-            for v in variants if impl in ("tensorflow", "jax") else _torch_variants(variants):
+            keras = impl in ("tensorflow", "jax") or impl.startswith("keras-")
+            for v in variants if keras else _torch_variants(variants):
                 cases.append((recipe, impl, v))
     print(f"CPU: {cpu_description()}; Python {platform.python_version()}", flush=True)
     results: dict[tuple, list[float]] = {c: [] for c in cases}

@@ -59,13 +59,13 @@ def test_select_refuses_another_backend_once_keras_is_loaded():
     assert backends.select(None) == "tensorflow"  # no wish: whatever is loaded
     with pytest.raises(CharlstmError, match="already imported with the tensorflow backend.*KERAS_BACKEND=jax"):
         backends.select("jax")
-    with pytest.raises(CharlstmError, match="--backend must be one of tensorflow, jax"):
+    with pytest.raises(CharlstmError, match="--backend must be one of tensorflow, jax, torch"):
         backends.select("theano")
 
 
 def test_cli_rejects_an_unknown_backend(tiny_corpus, tmp_path):
-    proc = run_cli("train", str(tiny_corpus), "--backend", "torch", "--out", str(tmp_path / "r"))
-    assert proc.returncode == 2 and "invalid choice: 'torch'" in proc.stderr
+    proc = run_cli("train", str(tiny_corpus), "--backend", "theano", "--out", str(tmp_path / "r"))
+    assert proc.returncode == 2 and "invalid choice: 'theano'" in proc.stderr
     assert not (tmp_path / "r").exists()
 
 
@@ -114,8 +114,8 @@ def test_resume_across_backends_both_ways(jax_run, tiny_corpus, tmp_path):
 
 
 def test_a_fresh_run_records_the_default_backend(tiny_corpus, tmp_path):
-    # no backend named: the run first measures both on its own network, trains with the faster one and
-    # remembers the answer (probe.py)
+    # no backend named: the run first measures every installed backend on its own network, trains with the
+    # fastest and remembers the answer (probe.py); the choice among three lands in config.json
     out, cache = tmp_path / "fresh", tmp_path / "cache"
     proc = run_cli("train", str(tiny_corpus), "--epochs", "1", "--out", str(out), *TINY,
                    env={"KERAS_BACKEND": None, "CHARLSTM_CACHE": str(cache)})
@@ -123,7 +123,7 @@ def test_a_fresh_run_records_the_default_backend(tiny_corpus, tmp_path):
     assert "measuring which Keras backend trains 1 x LSTM(24), batch 8 faster" in proc.stderr
     recorded = json.loads((out / "config.json").read_text())["trained_with"]
     (answer,) = json.loads((cache / probe.CACHE_NAME).read_text())[probe.machine_key()].values()
-    assert set(answer["figures"]) == {"tensorflow", "jax"}
+    assert set(answer["figures"]) == set(probe.installed())  # tensorflow, jax and (charlstm[torch]) torch
     assert recorded["backend"] == answer["backend"] == probe.pick(answer["figures"])
     assert recorded["device"]["kind"] == "cpu" and recorded["keras"] == keras.__version__
 

@@ -31,9 +31,14 @@ class FakeMeasure:
         return self.figures.get(backend)
 
 
+INSTALLED = probe.installed
+
+
 @pytest.fixture
 def private_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("CHARLSTM_CACHE", str(tmp_path))
+    # these tests stage TensorFlow and JAX; torch, the third, is test_torch's three-backend case
+    monkeypatch.setattr(probe, "installed", lambda: ["tensorflow", "jax"])
     return tmp_path / probe.CACHE_NAME
 
 
@@ -103,9 +108,22 @@ def test_a_gpu_ends_the_measuring(private_cache):
 
 def test_without_jax_installed_tensorflow_without_measuring(private_cache, monkeypatch):
     real = probe.importlib.util.find_spec
-    monkeypatch.setattr(probe.importlib.util, "find_spec", lambda name: None if name == "jax" else real(name))
-    fake = FakeMeasure(tensorflow=fig(1), jax=fig(2))
+    monkeypatch.setattr(probe, "installed", INSTALLED)
+    monkeypatch.setattr(probe.importlib.util, "find_spec", lambda name: None if name in ("jax", "torch") else real(name))
+    fake = FakeMeasure(tensorflow=fig(1), jax=fig(2), torch=fig(3))
     assert probe.choose(measure_one=fake) == "tensorflow" and fake.calls == []
+
+
+def test_three_backends_are_measured_and_the_fastest_remembered(private_cache, monkeypatch):
+    monkeypatch.setattr(probe, "installed", lambda: list(probe.ORDER))
+    fake = FakeMeasure(tensorflow=fig(60e3), jax=fig(50e3), torch=fig(90e3))
+    said: list[str] = []
+    assert probe.choose(measure_one=fake, say=said.append) == "torch"
+    assert fake.calls == ["tensorflow", "jax", "torch"] and said[-1].endswith("training with torch")
+    (saved,) = json.loads(private_cache.read_text())[probe.machine_key()].values()
+    assert saved["backend"] == "torch" and set(saved["figures"]) == {"tensorflow", "jax", "torch"}
+    assert probe.pick({"tensorflow": fig(100e3), "torch": fig(100e3)}) == "tensorflow"  # a tie: TensorFlow
+    assert probe.pick({"tensorflow": fig(100e3), "torch": fig(9e3, "gpu")}) == "torch"  # CUDA: cuDNN too
 
 
 def test_a_process_that_names_no_backend_takes_the_remembered_one(tmp_path):

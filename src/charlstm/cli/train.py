@@ -24,9 +24,9 @@ def add_parsers(sub: Any) -> None:
     t.add_argument("--init-from", metavar="MODEL", help="start from this model's weights (fine-tuning)")
     t.add_argument(
         "--backend",
-        choices=["tensorflow", "jax"],
-        help="Keras backend that trains (default: $KERAS_BACKEND, else the faster one on this machine, "
-        "measured once and remembered; TensorFlow on GPUs)",
+        choices=["tensorflow", "jax", "torch"],
+        help="Keras backend that trains (default: $KERAS_BACKEND, else the fastest one on this machine, "
+        "measured once and remembered; TensorFlow on GPUs). torch needs charlstm[torch]",
     )
     add_distribute_options(t)
     add_text_options(t)
@@ -39,7 +39,8 @@ def add_parsers(sub: Any) -> None:
     m.add_argument(
         "--mixed-precision",
         choices=["bf16", "fp16"],
-        help="16-bit math with float32 weights and logits (GPUs; fp16 adds loss scaling)",
+        help="16-bit math with float32 weights and logits (GPUs; fp16 adds loss scaling; on a CPU: bf16 on "
+        "the torch backend, where the CPU has AVX-512-BF16 or AMX)",
     )
     o = t.add_argument_group("optimisation")
     o.add_argument(

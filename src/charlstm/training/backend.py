@@ -1,8 +1,9 @@
-"""Which Keras backend trains (TensorFlow or JAX), chosen before Keras is imported, and on what device.
+"""Which Keras backend trains (TensorFlow, JAX or PyTorch), chosen before Keras is imported.
 
 Keras reads `KERAS_BACKEND` once, at its first import, so the choice must be made before anything imports
 Keras: `train()` calls `select()` first thing. The trainer, model and callbacks are backend-neutral Keras; the
-`.keras` file is the same whichever backend trained it, and the NumPy runtime never needs either.
+`.keras` file is the same whichever backend trained it, and the NumPy runtime needs none of them.
+PyTorch is an extra (`charlstm[torch]`); on it, `torch_engine` adds the fused CPU LSTM and a lean step.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from typing import Any
 
 from charlstm.errors import CharlstmError
 
-BACKENDS = ("tensorflow", "jax")
+BACKENDS = ("tensorflow", "jax", "torch")
+NEEDS = {"jax": "jax", "torch": "torch"}  # backend -> the extra that installs it
 
 
 def default_backend(network: dict[str, Any] | None = None) -> str:
@@ -23,7 +25,7 @@ def default_backend(network: dict[str, Any] | None = None) -> str:
     No fixed choice is right on every CPU and network: benchmarks/README.md, "Choosing the backend".
     A process that has already imported TensorFlow or JAX (but not Keras) keeps that one.
     """
-    engines = [b for b in BACKENDS if b in sys.modules]
+    engines = [b for b in BACKENDS if b in sys.modules and b != "torch"]  # many libraries import torch
     if len(engines) == 1:  # a program that has set up one engine already (e.g. TensorFlow's devices) keeps it
         return engines[0]
     from charlstm.training import probe
@@ -51,11 +53,13 @@ def select(name: str | None = None, network: dict[str, Any] | None = None) -> st
     wanted = name or (loaded if loaded is not None else os.environ.get("KERAS_BACKEND") or default_backend(network))
     if wanted not in BACKENDS:
         raise CharlstmError(f"--backend must be one of {', '.join(BACKENDS)}, got {wanted!r}")
-    if wanted == "jax":
+    if wanted in NEEDS:
         import importlib.util
 
-        if importlib.util.find_spec("jax") is None:
-            raise CharlstmError('the jax backend needs JAX: pip install "charlstm[jax]" (or pip install jax)')
+        if importlib.util.find_spec(wanted) is None:
+            raise CharlstmError(
+                f'the {wanted} backend needs {wanted}: pip install "charlstm[{NEEDS[wanted]}]" (or pip install {wanted})'
+            )
     if loaded is not None and loaded != wanted:
         raise CharlstmError(
             f"Keras is already imported with the {loaded} backend in this process; the backend is fixed at "

@@ -39,18 +39,30 @@ class DropoutSeeds(keras.callbacks.Callback):
     """Derive every Dropout layer's RNG state from (seed, epoch) at the start of each epoch.
 
     Keras does not save SeedGenerator states in the model file, so without this a resumed run would draw
-    different dropout masks than an uninterrupted one.
+    different dropout masks than an uninterrupted one. On the torch backend Keras' Dropout draws from torch's
+    global generator instead, which other code draws from too (each new torch DataLoader iterator takes a
+    seed from it), so there it is seeded from (seed, epoch, batch) before every batch
+    (`torch_engine.seed_torch`, a few microseconds).
     """
 
     def __init__(self, seed: int) -> None:
         super().__init__()
         self.seed = seed
+        self.epoch = 0
+        self.torch = keras.backend.backend() == "torch"
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.epoch = epoch
         for layer in self.model.layers:
             gen = getattr(layer, "seed_generator", None)
             if gen is not None:
                 gen.state.assign(np.array([self.seed % (2**31), epoch], dtype=gen.state.dtype))
+
+    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+        if self.torch:
+            from charlstm.training.torch_engine import seed_torch
+
+            seed_torch(self.seed, self.epoch, batch)
 
 
 class StopOnSignal(keras.callbacks.Callback):

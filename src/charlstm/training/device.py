@@ -24,6 +24,12 @@ def device() -> dict[str, Any]:
         devices = jax.devices()
         kind = devices[0].platform
         return {"kind": kind, "count": len(devices), "name": str(getattr(devices[0], "device_kind", kind))}
+    if keras.backend.backend() == "torch":  # never TensorFlow in a torch process (torch_engine)
+        import torch
+
+        if torch.cuda.is_available():
+            return {"kind": "gpu", "count": torch.cuda.device_count(), "name": torch.cuda.get_device_name(0)}
+        return {"kind": "cpu", "count": 1, "name": _cpu_name()}
     import tensorflow as tf
 
     gpus = tf.config.list_physical_devices("GPU")
@@ -56,6 +62,10 @@ def describe() -> dict[str, Any]:
         import jax
 
         info["jax"] = jax.__version__
+    elif info["backend"] == "torch":
+        from charlstm.training import torch_engine
+
+        info.update(torch_engine.describe())
     else:
         import tensorflow as tf
 
@@ -73,10 +83,13 @@ def jit_compile() -> Any:
 
     TensorFlow on a CPU runs without XLA: XLA made LSTM training 1.3-2x slower on this project's 2-core CPU
     (benchmarks/README.md); on a GPU it stays "auto". JAX always compiles (without XLA it runs op by op, about
-    15x slower).
+    15x slower). Torch runs eagerly (`torch_engine`: the fused LSTM and a lean step; torch.compile would
+    trace through the LSTM hook to the stock loop).
     """
     import keras
 
     if keras.backend.backend() == "jax":
         return True
+    if keras.backend.backend() == "torch":
+        return False
     return "auto" if device()["kind"] == "gpu" else False

@@ -4,7 +4,7 @@ TensorFlow 2.21 writes its start-up lines ("oneDNN custom operations are on", "C
 the absl preamble, a cuInit error on machines without a GPU) from C++ straight to file descriptor 2 while it
 is imported, before its own log settings apply: TF_CPP_MIN_LOG_LEVEL, TF_ENABLE_ONEDNN_OPTS and absl's
 settings do not silence them (checked: each still printed). So `load_engines` imports Keras, TensorFlow (tf.data
-feeds every backend) and the backend's devices with descriptor 2 pointed at a temporary file, then restores
+feeds TensorFlow and JAX; a torch process keeps it out) and the backend's devices with descriptor 2 pointed at a temporary file, then restores
 it and passes on only what is not such a line. After the import, TF_CPP_MIN_LOG_LEVEL=3 (unless the user set
 it) keeps the engines' later lines out too. `show_logs=True` (`charlstm train -v`) lets all of them through.
 
@@ -78,9 +78,11 @@ def load_engines(show_logs: bool = False) -> None:
     already = "keras" in sys.modules
     with native_stderr_filtered(show_logs or already):
         import keras
-        import tensorflow as tf
 
-        tf.config.list_physical_devices()
+        if keras.backend.backend() != "torch":  # a torch process keeps TensorFlow out (torch_engine.py)
+            import tensorflow as tf
+
+            tf.config.list_physical_devices()
         if keras.backend.backend() == "jax":
             import jax
 

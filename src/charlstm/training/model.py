@@ -140,4 +140,8 @@ def compile_model(model: Any, config: TrainConfig, steps_per_epoch: int) -> None
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         jit_compile=jit_compile(),
     )
+    if keras.backend.backend() == "torch":  # the fused CPU LSTM and the lean step (torch_engine)
+        from charlstm.training import torch_engine
+
+        torch_engine.prepare(model)
 

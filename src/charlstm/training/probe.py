@@ -1,13 +1,15 @@
-"""Which Keras backend trains a network faster on this machine: measured once, then remembered.
+"""Which Keras backend trains a network fastest on this machine: measured once, then remembered.
 
-Neither backend wins on every CPU, nor for every network (benchmarks/README.md, "Choosing the backend"): on
+Neither TensorFlow nor JAX wins on every CPU, nor for every network (benchmarks/README.md, "Choosing the backend"): on
 this project's AVX-512 EPYC, Keras on TensorFlow trains the default 2 x LSTM(128) 1.4x faster than Keras on
 JAX, but 2 x LSTM(256) 1.1-1.5x slower; on an AVX2 EPYC (issue 11) JAX trains the default network 1.8x
 faster. So when nothing names a backend, `charlstm train` trains the run's own network (its layers, units,
 input, batch and sequence length; random ids) for a few batches on each backend, each in a subprocess (about
 10-20 s in all, once), trains with the faster one, and remembers the answer per machine, library versions and
 network shape in `$CHARLSTM_CACHE/backend.json` (default ~/.cache/charlstm; delete it to measure again).
-A backend that sees a GPU wins outright, TensorFlow first (cuDNN). Without JAX installed, TensorFlow.
+A backend that sees a GPU wins outright, TensorFlow first (cuDNN). PyTorch (`charlstm[torch]`: the fused
+oneDNN LSTM and a lean step, torch_engine.py) is measured too when it is installed; only the backends
+installed are measured, and with TensorFlow alone there is nothing to measure.
 
     python -m charlstm.training.probe            # the default recipe's network, measured now (refreshes the cache)
     python -m charlstm.training.probe jax NET    # one backend's figure for NET (JSON), as the subprocesses run it
@@ -28,8 +30,8 @@ from pathlib import Path
 from typing import Any
 
 CACHE_NAME = "backend.json"
-PROBE_VERSION = 1  # bump when the measurement changes, so that old answers are measured again
-ORDER = ("tensorflow", "jax")  # preference on a tie or on GPUs: TensorFlow (cuDNN)
+PROBE_VERSION = 2  # bump when the measurement changes, so that old answers are measured again
+ORDER = ("tensorflow", "jax", "torch")  # preference on a tie or on GPUs: TensorFlow (cuDNN)
 ISA_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "asimd", "sve")
 # the TrainConfig fields that shape the training step (the vocabulary size is not known yet: VOCAB stands in)
 NETWORK_KEYS = (
@@ -89,7 +91,7 @@ def machine_key() -> str:
         "cores": os.cpu_count(),
         "isa": isa,
         "python": platform.python_version(),
-        **{dist: _version(dist) for dist in ("keras", "tensorflow", "jax", "jaxlib")},
+        **{dist: _version(dist) for dist in ("keras", "tensorflow", "jax", "jaxlib", "torch")},
     }
     return json.dumps(parts, sort_keys=True)
 
@@ -117,6 +119,11 @@ def _read_cache(path: Path) -> dict[str, Any]:
         return {}
 
 
+def installed() -> list[str]:
+    """The backends installed here, in ORDER (TensorFlow is a dependency; JAX and torch may be absent)."""
+    return [b for b in ORDER if b == "tensorflow" or importlib.util.find_spec(b) is not None]
+
+
 def pick(figures: dict[str, dict[str, Any]]) -> str:
     """The backend to train with, given each working backend's figure: one on a GPU first, else the fastest."""
     on_gpu = [b for b in ORDER if b in figures and figures[b]["device"] != "cpu"]
@@ -136,8 +143,9 @@ def choose(
 ) -> str:
     """The faster backend for `network` (None: the default recipe's) on this machine: remembered, or measured
     now (and remembered)."""
-    if importlib.util.find_spec("jax") is None:
-        return "tensorflow"
+    candidates = installed()
+    if len(candidates) == 1:
+        return candidates[0]
     network = network or default_network()
     say = say or (lambda line: print(line, file=sys.stderr, flush=True))
     path, machine, net = cache_path(), machine_key(), json.dumps(network, sort_keys=True)
@@ -149,7 +157,7 @@ def choose(
     say(f"charlstm: measuring which Keras backend trains {shape} faster on this machine (once; remembered in "
         f"{path}) ...")
     figures: dict[str, dict[str, Any]] = {}
-    for backend in ORDER:
+    for backend in candidates:
         figure = measure_one(backend, network)
         if figure is not None:
             figures[backend] = figure
@@ -177,6 +185,10 @@ def run_probe(network: dict[str, Any], windows: int = 3, batches: int = 8, quick
     on random ids and return the best of `windows` timings of `batches` batches, in target characters/s."""
     import types
 
+    if os.environ.get("KERAS_BACKEND") == "torch":  # as a torch training process: without TensorFlow
+        from charlstm.training.torch_engine import keep_tensorflow_out
+
+        keep_tensorflow_out()
     import keras
     import numpy as np
 

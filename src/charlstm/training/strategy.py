@@ -98,6 +98,11 @@ def request(
 
 def backend_for(req: Request, backend: str | None) -> str | None:
     """The Keras backend a request needs: multihost runs on JAX, mirrored on TensorFlow (None: no constraint)."""
+    if req.kind != "none" and backend == "torch":
+        raise CharlstmError(
+            f"--distribute {req.kind} is not supported on the torch backend: mirrored runs on TensorFlow, "
+            "multihost on JAX; drop --backend torch or --distribute"
+        )
     if req.kind == "multihost":
         if backend == "tensorflow":
             raise CharlstmError(

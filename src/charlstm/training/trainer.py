@@ -78,6 +78,10 @@ def _settable_learning_rate(model: Any, config: TrainConfig) -> None:
     for target, source in zip(keep, old.variables, strict=True):
         target.assign(source)
     model.compile(optimizer=new, loss=model.loss, jit_compile=jit_compile())
+    if keras.backend.backend() == "torch":
+        from charlstm.training import torch_engine
+
+        torch_engine.prepare(model)
 
 
 def make_model(plan: Plan, spec: Any, steps: int, dist: strategies.Distributed | None = None) -> Any:
@@ -94,6 +98,10 @@ def make_model(plan: Plan, spec: Any, steps: int, dist: strategies.Distributed |
             model = load_keras_model(plan.run_dir / "last.keras", compile=True)
             if plan.config.time_budget:
                 _settable_learning_rate(model, plan.config)
+            if keras.backend.backend() == "torch":  # compiled by load_model: the torch engine's step now
+                from charlstm.training import torch_engine
+
+                torch_engine.prepare(model)
         else:
             model = build_model(spec, plan.config.mixed_precision)
             compile_model(model, plan.config, steps)
@@ -212,19 +220,27 @@ def fit(model: Any, plan: Plan, data: Data, session: Session, budget: Budget | N
     """Keras fit over the reproducible epoch stream; returns the wall seconds it took.
 
     A budgeted run reads an endless stream from its saved position in checkpoint intervals (Keras epochs of
-    `budget.interval` steps) until its clock stops it.
+    `budget.interval` steps) until its clock stops it. The torch backend reads the same batches as NumPy
+    (no TensorFlow in its process), the others through tf.data.
     """
-    from charlstm.data.batches import to_tf_dataset, to_tf_stream
+    import keras
 
+    from charlstm.data import batches as feeds
+
+    numpy = keras.backend.backend() == "torch"
+    stream = feeds.to_numpy_stream if numpy else feeds.to_tf_stream
+    validation = None
+    if data.val is not None:
+        validation = feeds.to_numpy_dataset(data.val) if numpy else feeds.to_tf_dataset(data.val)
     config = plan.config
     initial_epoch = int(plan.state.get("epoch", 0))
     started = time.time()
     if budget is not None:
         model.fit(
-            to_tf_stream(data.train, *budget.position),
+            stream(data.train, *budget.position),
             steps_per_epoch=budget.interval,
             shuffle=False,
-            validation_data=to_tf_dataset(data.val) if data.val is not None else None,
+            validation_data=validation,
             epochs=initial_epoch + 1_000_000,  # the clock stops it
             initial_epoch=initial_epoch,
             callbacks=session.callbacks,
@@ -232,10 +248,11 @@ def fit(model: Any, plan: Plan, data: Data, session: Session, budget: Budget | N
         )
         return time.time() - started
     model.fit(
-        to_tf_dataset(data.train, initial_epoch, config.epochs),
+        feeds.to_numpy_stream(data.train, initial_epoch, last_epoch=config.epochs) if numpy
+        else feeds.to_tf_dataset(data.train, initial_epoch, config.epochs),
         steps_per_epoch=data.steps,
         shuffle=False,  # batches.py shuffles, reproducibly
-        validation_data=to_tf_dataset(data.val) if data.val is not None else None,
+        validation_data=validation,
         epochs=config.epochs,
         initial_epoch=initial_epoch,
         callbacks=session.callbacks,
@@ -355,9 +372,9 @@ def train(
     resume: continue the run in `out` from its last.keras (source and settings come from the run; `epochs`
     may be raised to train longer).
     callbacks: extra Keras callbacks, run before charlstm's own each epoch.
-    backend: "tensorflow" or "jax" (default: KERAS_BACKEND, else the one measured faster for this network on
-    this machine, see probe.py); fixed for the process
-    once Keras is imported. A run may be resumed or fine-tuned on the other backend.
+    backend: "tensorflow", "jax" or "torch" (charlstm[torch]; default: KERAS_BACKEND, else the one measured
+    fastest for this network on this machine, see probe.py); fixed for the process once Keras is imported.
+    A run may be resumed or fine-tuned on any other backend.
     distribute: "none", "mirrored" (all local GPUs, TensorFlow) or "multihost" (`num_processes` processes
     joined at `coordinator` HOST:PORT, this one `process_id`; JAX, chosen here): see strategy.py. `batch_size`
     is then per replica. Every process of a multihost job returns the model; only process 0 writes files.
@@ -370,8 +387,13 @@ def train(
     backends.select(strategies.backend_for(wish, backend), network=probe.network_of(plan.config))
     text = read_text(plan)
     plan.run_dir = plan.run_dir or default_run_dir(text.corpus.name)
-    # Keras (and TensorFlow or JAX) load only now, so every mistake in the input above is one quick, clean line;
-    # without their start-up lines unless verbose >= 2 (engines.py)
+    # Keras (and TensorFlow, JAX or torch) load only now, so every mistake in the input above is one quick, clean
+    # line; without their start-up lines unless verbose >= 2 (engines.py)
+    if os.environ["KERAS_BACKEND"] == "torch":
+        from charlstm.training import torch_engine
+
+        torch_engine.keep_tensorflow_out()  # before Keras' first import of it (seeding, saving)
+        torch_engine.check_precision(plan.config.mixed_precision)
     load_engines(show_logs=plan.config.verbose >= 2)
     dist = strategies.start(wish)  # multihost: every process joins here
     if not dist.chief:  # workers print, sample and log nothing; their checkpoints go to a scratch folder
