@@ -138,3 +138,17 @@ def test_a_process_that_names_no_backend_takes_the_remembered_one(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.split() == ["jax", "False"]  # chosen before Keras is imported
     assert "measuring" not in proc.stderr  # remembered, not measured again
+
+
+def test_a_quiet_run_measures_without_a_word(private_cache, monkeypatch, capsys):
+    """`charlstm train --quiet` with no backend named: the first-run measurement prints nothing (issue 18)."""
+    from charlstm.training import backend as backends
+
+    fake = FakeMeasure(tensorflow=fig(60e3), jax=fig(80e3))
+    monkeypatch.setattr(probe.choose, "__kwdefaults__", {**probe.choose.__kwdefaults__, "measure_one": fake})
+    monkeypatch.setattr(backends, "BACKENDS", ())  # no engine counts as set up already in this process
+    assert backends.default_backend(None, quiet=True) == "jax"
+    assert fake.calls == ["tensorflow", "jax"] and capsys.readouterr().err == ""
+    private_cache.unlink()  # measured again, and this time it says so
+    assert backends.default_backend(None, quiet=False) == "jax"
+    assert "measuring which Keras backend" in capsys.readouterr().err

@@ -18,19 +18,20 @@ BACKENDS = ("tensorflow", "jax", "torch")
 NEEDS = {"jax": "jax", "torch": "torch"}  # backend -> the extra that installs it
 
 
-def default_backend(network: dict[str, Any] | None = None) -> str:
+def default_backend(network: dict[str, Any] | None = None, quiet: bool = False) -> str:
     """The backend used when neither `backend=` nor KERAS_BACKEND names one: the one that trains `network`
     (probe.NETWORK_KEYS of a TrainConfig; None: the default recipe's) faster on this machine, measured once
     and remembered (`charlstm.training.probe`; a GPU goes to TensorFlow), or TensorFlow when JAX is not installed.
     No fixed choice is right on every CPU and network: benchmarks/README.md, "Choosing the backend".
-    A process that has already imported TensorFlow or JAX (but not Keras) keeps that one.
+    A process that has already imported TensorFlow or JAX (but not Keras) keeps that one. `quiet`: the
+    measurement says nothing (`charlstm train --quiet`).
     """
     engines = [b for b in BACKENDS if b in sys.modules and b != "torch"]  # many libraries import torch
     if len(engines) == 1:  # a program that has set up one engine already (e.g. TensorFlow's devices) keeps it
         return engines[0]
     from charlstm.training import probe
 
-    return probe.choose(network)
+    return probe.choose(network, say=(lambda line: None) if quiet else None)
 
 
 def _loaded_backend() -> str | None:
@@ -42,7 +43,7 @@ def _loaded_backend() -> str | None:
     return keras.backend.backend()
 
 
-def select(name: str | None = None, network: dict[str, Any] | None = None) -> str:
+def select(name: str | None = None, network: dict[str, Any] | None = None, quiet: bool = False) -> str:
     """Make `name` (or KERAS_BACKEND, or the default for `network`) the Keras backend of this process;
     return it.
 
@@ -50,7 +51,7 @@ def select(name: str | None = None, network: dict[str, Any] | None = None) -> st
     an error that says how to get it, not a silent switch to a different engine.
     """
     loaded = _loaded_backend()
-    wanted = name or (loaded if loaded is not None else os.environ.get("KERAS_BACKEND") or default_backend(network))
+    wanted = name or (loaded if loaded is not None else os.environ.get("KERAS_BACKEND") or default_backend(network, quiet))
     if wanted not in BACKENDS:
         raise CharlstmError(f"--backend must be one of {', '.join(BACKENDS)}, got {wanted!r}")
     if wanted in NEEDS:

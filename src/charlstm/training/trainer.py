@@ -384,7 +384,9 @@ def train(
     if plan.config.time_budget and wish.kind == "multihost":  # each process would stop on its own clock
         raise CharlstmError("--time does not work with --distribute multihost yet; give --epochs")
     # before anything imports Keras; with no backend named, the one faster for this network here (probe.py)
-    backends.select(strategies.backend_for(wish, backend), network=probe.network_of(plan.config))
+    backends.select(
+        strategies.backend_for(wish, backend), network=probe.network_of(plan.config), quiet=not plan.config.verbose
+    )
     text = read_text(plan)
     plan.run_dir = plan.run_dir or default_run_dir(text.corpus.name)
     # Keras (and TensorFlow, JAX or torch) load only now, so every mistake in the input above is one quick, clean
