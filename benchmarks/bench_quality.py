@@ -89,8 +89,10 @@ def main() -> None:
         charlstm.train("treasure-island", out=out, verbose=0, sample_length=0,
                        callbacks=[time_budget_callback(args.budget, clock), Score(name, clock)], **settings)
         if name != "classic":
+            from charlstm.generation.evaluation import stateful_loss
+
             best = load(out / "model.keras")
-            stateful = best._stateful_loss(val_ids.astype(np.int64), streams=1)
+            stateful = stateful_loss(best, val_ids.astype(np.int64), streams=1)
             rows.append({"variant": name + " (long context, best model)", "epoch": "", "seconds": "",
                          "val_window40": "", "val_own": stateful[0] / stateful[1]})
 

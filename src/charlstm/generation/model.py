@@ -17,7 +17,7 @@ import numpy as np
 
 from charlstm.data.vocab import Vocabulary
 from charlstm.errors import CharlstmError
-from charlstm.generation import scoring
+from charlstm.generation import evaluation, scoring
 from charlstm.generation.modelfile import check_layers, read_model_file, read_weights
 from charlstm.generation.network import ALL_BLAS_THREADS, OneBlasThread, RecurrentLayer, rowwise
 from charlstm.generation.processors import DEFAULT_NO_REPEAT_NGRAM, LogitProcessor, build_processors
@@ -371,7 +371,7 @@ class CharModel:
             self._copy_checkers[key] = checker_for_model(self.meta, against, self.path)
         return self._copy_checkers[key].check(text, min_span)
 
-    # -- evaluation ---------------------------------------------------------------------------------
+    # -- evaluation (evaluation.py) -------------------------------------------------------------------
     def evaluate(
         self,
         text: str,
@@ -387,56 +387,7 @@ class CharModel:
         most `window` characters before it, re-read from a zero state (the classic recipe's view).
         Default: window for classic (windowed) models, stateful otherwise.
         """
-        ids = self.encode(text, unknown=unknown).astype(np.int64)
-        if len(ids) < 2:
-            raise CharlstmError("evaluation text must have at least 2 characters in the vocabulary")
-        context = context or ("window" if self.window else "stateful")
-        if context == "window":
-            window = window or self.window or 40
-            total, count = self._window_loss(ids, window)
-        else:
-            total, count = self._stateful_loss(ids, streams)
-        nats = total / count
-        return {"nats_per_char": nats, "bits_per_char": nats / np.log(2), "chars": count}
-
-    @staticmethod
-    def _nll(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
-        logits = logits.astype(np.float64)
-        m = logits.max(axis=-1, keepdims=True)
-        lse = np.log(np.exp(logits - m).sum(axis=-1)) + m[..., 0]
-        return lse - np.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
-
-    def _stateful_loss(self, ids: np.ndarray, streams: int) -> tuple[float, int]:
-        n = len(ids) - 1
-        streams = max(1, min(streams, n // 100 or 1))
-        per = n // streams
-        total = 0.0
-        inputs = ids[: per * streams].reshape(streams, per)
-        targets = ids[1 : per * streams + 1].reshape(streams, per)
-        logits, _ = self.forward(inputs)
-        total += float(self._nll(logits, targets).sum())
-        rest = n - per * streams  # the tail, read as one more stream
-        if rest:
-            logits, _ = self.forward(ids[per * streams : -1][None, :])
-            total += float(self._nll(logits, ids[per * streams + 1 :][None, :]).sum())
-        return total, n
-
-    def _window_loss(self, ids: np.ndarray, window: int) -> tuple[float, int]:
-        total = 0.0
-        targets = np.arange(1, len(ids))
-        for start in range(0, len(targets), 2048):
-            tgt = targets[start : start + 2048]
-            # windows ending just before each target; the first few have shorter context (left-padded
-            # rows are read from their own start by slicing per distinct length)
-            full = tgt[tgt >= window]
-            if len(full):
-                rows = ids[full[:, None] - window + np.arange(window)[None, :]]
-                logits = self.forward(rows)[0][:, -1]
-                total += float(self._nll(logits, ids[full]).sum())
-            for t in tgt[tgt < window]:
-                logits = self.forward(ids[None, :t])[0][:, -1]
-                total += float(self._nll(logits, ids[[t]]).sum())
-        return total, len(targets)
+        return evaluation.evaluate(self, text, unknown=unknown, context=context, window=window, streams=streams)
 
     # -- persistence --------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike[str]) -> None:
