@@ -4,14 +4,8 @@ Why: reading a 1 GB text into one Python string and encoding it in memory needs 
 RAM. Here the text streams through in chunks, twice — pass 1 counts the characters (the vocabulary), pass 2
 writes their ids — so memory stays flat whatever the size, and training maps ids.bin instead of loading it.
 
-The ids are exactly the whole-text path's (`corpus.load_corpus` + `corpus.preprocess` + `Vocabulary.build` +
-`encode`): bytes go through incremental decoders (a multi-byte character may straddle two reads), and the
-decoded text is cut into pieces only after a newline or, failing one for a long stretch, before a space or
-tab. Neither character composes, reorders or changes case context with its neighbours, so Unicode
-normalisation, lowercasing (Greek final sigma included) and the ASCII filter give piece by piece what they
-give on the whole text; a CR is held back until the next read shows whether an LF follows. Gutenberg
-stripping, a regex over the whole text, runs as a pass of its own ("pass 0") that finds the START/END marker
-offsets; the counting and writing passes keep what lies between.
+The ids are exactly the whole-text path's: how the streamed text is decoded and cut into pieces that
+normalise alike is sources.py's.
 
 Small texts take the same path into memory (`out=None`), so training has one data path for every size.
 """

@@ -1,9 +1,5 @@
 """Reading sources for prepare.py: files as bytes, decoded incrementally into pieces that are safe to
-normalise one by one, with Gutenberg boundaries found in a pass of their own.
-
-Why: reading a 1 GB text into one Python string and encoding it in memory needs about ten times its size in
-RAM. Here the text streams through in chunks, twice — pass 1 counts the characters (the vocabulary), pass 2
-writes their ids — so memory stays flat whatever the size, and training maps ids.bin instead of loading it.
+normalise one by one, with Gutenberg boundaries found in a pass of their own (why streaming: prepare.py).
 
 The ids are exactly the whole-text path's (`corpus.load_corpus` + `corpus.preprocess` + `Vocabulary.build` +
 `encode`): bytes go through incremental decoders (a multi-byte character may straddle two reads), and the
