@@ -62,9 +62,11 @@ def native_stderr_filtered(show: bool = False) -> Iterator[None]:
                 sys.stderr.flush()
 
 
-def load_engines(show_logs: bool = False) -> None:
+def load_engines(show_logs: bool = False, devices: bool = True) -> None:
     """Import Keras (its backend chosen before: `backend.select`), TensorFlow and the backend's devices,
     without the engines' start-up lines unless `show_logs`; then warn if a GPU is present but unused.
+    `devices=False` leaves JAX's devices untouched (and skips the warning): a multihost job must call
+    `jax.distributed.initialize` before anything initialises JAX's backend (strategy.py does, next).
 
     Idempotent: a second call, or a process that imported Keras itself, costs nothing and prints nothing.
     """
@@ -83,12 +85,12 @@ def load_engines(show_logs: bool = False) -> None:
             import tensorflow as tf
 
             tf.config.list_physical_devices()
-        if keras.backend.backend() == "jax":
+        if keras.backend.backend() == "jax" and devices:
             import jax
 
             jax.devices()
     _loaded = True
-    if not already:
+    if not already and devices:
         warn_unused_gpu(keras.backend.backend())
 
 

@@ -396,7 +396,7 @@ def train(
 
         torch_engine.keep_tensorflow_out()  # before Keras' first import of it (seeding, saving)
         torch_engine.check_precision(plan.config.mixed_precision)
-    load_engines(show_logs=plan.config.verbose >= 2)
+    load_engines(show_logs=plan.config.verbose >= 2, devices=wish.kind != "multihost")
     dist = strategies.start(wish)  # multihost: every process joins here
     if not dist.chief:  # workers print, sample and log nothing; their checkpoints go to a scratch folder
         plan.config.verbose, plan.config.sample_temperatures, plan.config.tensorboard = 0, [], False
