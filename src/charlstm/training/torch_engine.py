@@ -4,7 +4,8 @@ On the torch backend, everything around the LSTM in Keras' own `fit` step costs 
 non-LSTM work of a plain PyTorch loop (issue 15: metrics bookkeeping, Keras' loss wrappers). `prepare(model)`
 keeps `model.fit`, its callbacks and the saved file as they are, and changes two things for this process:
 
-- the LSTM arithmetic goes to oneDNN's fused kernel on a CPU (`torch_lstm`, one reversible hook);
+- the LSTM arithmetic goes to torch's fused kernel, oneDNN on a CPU and cuDNN on a GPU (`torch_lstm`, one
+  reversible hook);
 - the model instance gets a lean `train_step` (Keras documents overriding `train_step` per backend):
   forward, torch's fused cross-entropy on the float32 logits, `backward()`, then Keras' own
   `optimizer.apply` (clipnorm, Adam/RMSprop state, iterations: what last.keras saves and resumes). Its loss
@@ -83,8 +84,24 @@ def bf16_supported() -> bool:
         return False
 
 
-def check_precision(mixed_precision: str | None) -> None:
-    """16-bit training on the torch backend on a CPU: bf16 only, and only where the CPU computes it."""
+def training_device() -> str:
+    """Where Keras' torch backend puts tensors in this process: "cuda" when torch sees a GPU (Keras' default;
+    KERAS_TORCH_DEVICE overrides it), else "cpu" (or "mps", ...)."""
+    try:
+        from keras.src.backend.torch.core import get_device
+
+        return str(get_device()).split(":")[0]
+    except ImportError:
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def check_precision(mixed_precision: str | None, device: str = "cpu") -> None:
+    """16-bit training on the torch backend: on a GPU bf16 or fp16 (fp16 with Keras' loss scaling); on a CPU
+    bf16 only, and only where the CPU computes it."""
+    if mixed_precision is None or device == "cuda":
+        return
     if mixed_precision == "fp16":
         raise CharlstmError(
             "--mixed-precision fp16 on the torch backend on a CPU is not supported (float16 is a GPU format); "
@@ -138,13 +155,11 @@ def prepare(model: Any, *, fused: bool = True, lean: bool = True) -> dict[str, b
 
     if keras.backend.backend() != "torch":
         return {"fused_lstm": False, "lean_step": False}
-    import torch
 
     from charlstm.training import torch_lstm
 
     save_optimizers_by_public_name()
-    on_cpu = not torch.cuda.is_available()
-    if fused and on_cpu:
+    if fused and training_device() in torch_lstm.DEVICES:
         torch_lstm.install()
     use_lean = lean and lean_step_applies(model)
     if use_lean:  # a plain function on the instance: an attribute holding variables would be saved with them
@@ -155,6 +170,44 @@ def prepare(model: Any, *, fused: bool = True, lean: bool = True) -> dict[str, b
     model.train_function = None  # rebuilt from the (new) train_step on the next fit
     _switched["lean_step"] = use_lean
     return {"fused_lstm": torch_lstm.installed(), "lean_step": use_lean}
+
+
+def tensorboard(log_dir: str) -> Any:
+    """A TensorBoard callback for a torch process: Keras' own writes through `tf.summary` (TensorFlow, absent
+    from the default install and kept out of torch processes), so this one writes the same per-epoch scalars
+    (`epoch_loss`, ... under `train/` and `validation/`, as Keras' does) with torch.utils.tensorboard, which
+    needs only the tensorboard package (`charlstm[tensorboard]`). tensorboard's own switch
+    (`tensorboard.compat.notf`) keeps it from importing TensorFlow where that is installed."""
+    import types
+
+    import keras
+
+    sys.modules.setdefault("tensorboard.compat.notf", types.ModuleType("tensorboard.compat.notf"))
+    from torch.utils.tensorboard import SummaryWriter
+
+    class TorchBoard(keras.callbacks.Callback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.writers: dict[str, Any] = {}
+
+        def _writer(self, split: str) -> Any:
+            if split not in self.writers:
+                self.writers[split] = SummaryWriter(f"{log_dir}/{split}")
+            return self.writers[split]
+
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            for key, value in (logs or {}).items():
+                split, name = ("validation", key[4:]) if key.startswith("val_") else ("train", key)
+                self._writer(split).add_scalar(f"epoch_{name}", float(value), epoch)
+            for writer in self.writers.values():
+                writer.flush()
+
+        def on_train_end(self, logs: dict | None = None) -> None:
+            for writer in self.writers.values():
+                writer.close()
+            self.writers.clear()
+
+    return TorchBoard()
 
 
 def seed_torch(seed: int, epoch: int, batch: int) -> None:
@@ -172,4 +225,4 @@ def describe() -> dict[str, Any]:
     from charlstm.training import torch_lstm
 
     return {"torch": torch.__version__, "fused_lstm": torch_lstm.installed(), **_switched,
-            "threads": torch.get_num_threads()}
+            "threads": torch.get_num_threads(), "device": training_device()}
