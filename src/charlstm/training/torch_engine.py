@@ -134,6 +134,22 @@ def _lean_train_step(self: Any, data: Any, weights: list[Any]) -> dict[str, Any]
     return {"loss": self._loss_tracker.result()}
 
 
+def _foreach_clipnorm(optimizer: Any) -> Any:
+    """Keras' `clipnorm` (each gradient scaled by c / max(||g||, c), on its own) in three foreach calls for all
+    the gradients, instead of eight small ops per variable in Python: the same arithmetic, in the same order
+    (g * c, then / max(||g||, c)); a zero gradient stays zero, as in Keras' `_clip_by_norm`."""
+    import torch
+
+    def clip(grads: list[Any]) -> list[Any]:
+        if any(g is None for g in grads):
+            return type(optimizer)._clip_gradients(optimizer, grads)
+        c = float(optimizer.clipnorm)
+        norms = torch.stack(torch._foreach_norm(grads))  # (n_variables,)
+        return torch._foreach_div(torch._foreach_mul(grads, c), list(torch.clamp_min(norms, c).unbind()))
+
+    return clip
+
+
 def lean_step_applies(model: Any) -> bool:
     """Whether the lean step computes exactly what Keras' step would for this compiled model."""
     import keras
@@ -167,6 +183,12 @@ def prepare(model: Any, *, fused: bool = True, lean: bool = True) -> dict[str, b
         object.__setattr__(model, "train_step", lambda data: _lean_train_step(model, data, weights))
     elif "train_step" in vars(model):
         object.__delattr__(model, "train_step")
+    optimizer = model.optimizer
+    plain_clip = bool(optimizer.clipnorm) and not optimizer.global_clipnorm and not optimizer.clipvalue
+    if use_lean and plain_clip:  # on the instance only, like the step (the saved optimizer is Keras' own)
+        object.__setattr__(optimizer, "_clip_gradients", _foreach_clipnorm(optimizer))
+    elif "_clip_gradients" in vars(optimizer):
+        object.__delattr__(optimizer, "_clip_gradients")
     model.train_function = None  # rebuilt from the (new) train_step on the next fit
     _switched["lean_step"] = use_lean
     return {"fused_lstm": torch_lstm.installed(), "lean_step": use_lean}
@@ -215,7 +237,11 @@ def seed_torch(seed: int, epoch: int, batch: int) -> None:
     (Keras seeds no generator of its own for an unseeded Dropout), so a resumed epoch draws the same masks."""
     import torch
 
-    torch.manual_seed((((seed % (2**31)) * 1_000_003 + epoch) * 1_000_033 + batch) % (2**63))
+    value = (((seed % (2**31)) * 1_000_003 + epoch) * 1_000_033 + batch) % (2**63)
+    # torch.manual_seed(value) in effect, without its per-call device bookkeeping (about 0.3 ms a batch here)
+    torch.default_generator.manual_seed(value)
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.manual_seed_all(value)
 
 
 def describe() -> dict[str, Any]:
