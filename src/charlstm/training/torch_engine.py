@@ -251,4 +251,4 @@ def describe() -> dict[str, Any]:
     from charlstm.training import torch_lstm
 
     return {"torch": torch.__version__, "fused_lstm": torch_lstm.installed(), **_switched,
-            "threads": torch.get_num_threads(), "device": training_device()}
+            "threads": torch.get_num_threads(), "torch_device": training_device()}
