@@ -27,7 +27,7 @@ from typing import Any
 
 from charlstm.errors import CharlstmError
 
-_switched = {"lean_step": False}  # what the last prepare() switched on (config.json: trained_with)
+_switched = {"lean_step": False, "direct_forward": False}  # what the last prepare() switched on (config.json: trained_with)
 
 
 def keep_tensorflow_out() -> None:
@@ -114,7 +114,67 @@ def check_precision(mixed_precision: str | None, device: str = "cpu") -> None:
         )
 
 
-def _lean_train_step(self: Any, data: Any, weights: list[Any]) -> dict[str, Any]:
+def direct_forward(model: Any) -> Any:
+    """For charlstm's own network (Embedding, LSTM layers with Dropout between, Dense logits; float32): the
+    training forward pass as plain torch calls on the model's own variables, skipping Keras' per-layer call
+    machinery (about a tenth of a step at the default size: its dtype, mask and shape bookkeeping around every
+    layer). The same ops in the same order as Keras' graph with the fused hook: `embedding`, the fused LSTM
+    (`torch_lstm.run`), `dropout` from torch's global generator (as Keras' unseeded Dropout draws), matmul +
+    bias; so the same numbers and the same dropout masks. None for any other model, or when a check on a small
+    batch does not give Keras' own logits (then the lean step calls the model as Keras does)."""
+    import keras
+    import torch
+    from torch.nn import functional
+
+    from charlstm.training import torch_lstm
+
+    layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+    if (len(layers) < 3 or not torch_lstm.installed() or not hasattr(model, "_run_through_graph")
+            or any(len(getattr(layer, "_inbound_nodes", ())) != 1 for layer in layers)
+            or any(layer.compute_dtype != "float32" for layer in layers)):
+        return None
+    embedding, body, head = layers[0], layers[1:-1], layers[-1]
+    if (type(embedding) is not keras.layers.Embedding or embedding.mask_zero
+            or type(head) is not keras.layers.Dense or not head.use_bias
+            or head.activation not in (keras.activations.linear, None)):
+        return None
+    for layer in body:
+        if type(layer) is keras.layers.LSTM:
+            cell = layer.cell
+            if (not layer.return_sequences or layer.go_backwards or layer.unroll or layer.stateful
+                    or cell.dropout or cell.recurrent_dropout or not cell.use_bias
+                    or not torch_lstm._plain(cell.activation, "tanh")
+                    or not torch_lstm._plain(cell.recurrent_activation, "sigmoid")):
+                return None
+        elif type(layer) is keras.layers.Dropout:
+            if layer.noise_shape is not None or getattr(layer.seed_generator, "_initial_seed", None) is not None:
+                return None
+        else:
+            return None
+
+    def forward(x: Any, training: bool = True) -> Any:
+        h = functional.embedding(x.long(), embedding.embeddings.value)  # (B, T, E)
+        for layer in body:
+            if isinstance(layer, keras.layers.LSTM):
+                zeros = h.new_zeros(1, h.shape[0], layer.cell.units)  # (1, B, U): Keras' zero initial state
+                h = torch_lstm.run(h, zeros, zeros, layer.cell.kernel.value, layer.cell.recurrent_kernel.value,
+                                   layer.cell.bias.value)[0]  # (B, T, U)
+            elif training and layer.rate > 0:
+                h = functional.dropout(h, p=layer.rate, training=True)
+        return torch.matmul(h, head.kernel.value) + head.bias.value  # (B, T, V)
+
+    try:
+        with torch.no_grad():
+            ids = torch.randint(0, embedding.input_dim, (2, 7), dtype=torch.int32,
+                                generator=torch.Generator().manual_seed(0))  # not the global generator
+            probe = ids.to(embedding.embeddings.value.device)
+            same = torch.allclose(forward(probe, training=False), model(probe, training=False), atol=1e-5, rtol=1e-4)
+    except Exception:  # noqa: BLE001 - any surprise: Keras' own forward
+        return None
+    return forward if same else None
+
+
+def _lean_train_step(self: Any, data: Any, weights: list[Any], forward: Any = None) -> dict[str, Any]:
     """One training step with none of Keras' per-step wrappers; see the module docstring."""
     import torch
     from torch.nn import functional
@@ -122,7 +182,7 @@ def _lean_train_step(self: Any, data: Any, weights: list[Any]) -> dict[str, Any]
     if not isinstance(data, (tuple, list)) or len(data) != 2:
         return type(self).train_step(self, data)
     x, y = data
-    logits = self(x, training=True)
+    logits = forward(x) if forward is not None else self(x, training=True)
     loss = functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y.reshape(-1).long())
     for v in weights:
         v.value.grad = None
@@ -164,9 +224,10 @@ def lean_step_applies(model: Any) -> bool:
     )
 
 
-def prepare(model: Any, *, fused: bool = True, lean: bool = True) -> dict[str, bool]:
+def prepare(model: Any, *, fused: bool = True, lean: bool = True, direct: bool = True) -> dict[str, bool]:
     """Make a compiled model train at the torch backend's best on this machine (a no-op on other backends);
-    returns what was switched on. Call it again after every `compile` (it re-reads the optimizer)."""
+    returns what was switched on. Call it again after every `compile` (it re-reads the optimizer).
+    `direct=False` keeps Keras' own forward inside the lean step (`direct_forward`)."""
     import keras
 
     if keras.backend.backend() != "torch":
@@ -178,9 +239,11 @@ def prepare(model: Any, *, fused: bool = True, lean: bool = True) -> dict[str, b
     if fused and training_device() in torch_lstm.DEVICES:
         torch_lstm.install()
     use_lean = lean and lean_step_applies(model)
+    forward = None
     if use_lean:  # a plain function on the instance: an attribute holding variables would be saved with them
         weights = list(model.trainable_weights)
-        object.__setattr__(model, "train_step", lambda data: _lean_train_step(model, data, weights))
+        forward = direct_forward(model) if direct else None
+        object.__setattr__(model, "train_step", lambda data: _lean_train_step(model, data, weights, forward))
     elif "train_step" in vars(model):
         object.__delattr__(model, "train_step")
     optimizer = model.optimizer
@@ -191,7 +254,9 @@ def prepare(model: Any, *, fused: bool = True, lean: bool = True) -> dict[str, b
         object.__delattr__(optimizer, "_clip_gradients")
     model.train_function = None  # rebuilt from the (new) train_step on the next fit
     _switched["lean_step"] = use_lean
-    return {"fused_lstm": torch_lstm.installed(), "lean_step": use_lean}
+    _switched["direct_forward"] = use_lean and forward is not None
+    return {"fused_lstm": torch_lstm.installed(), "lean_step": use_lean,
+            "direct_forward": _switched["direct_forward"]}
 
 
 def tensorboard(log_dir: str) -> Any:

@@ -62,10 +62,8 @@ def fused_lstm(
     Returns what the stock function returns: (last_output, outputs, [h, c]), outputs (batch, time, units)
     with return_sequences, else (batch, 1, units).
     """
-    global calls
     import torch
     from keras.src.backend.torch.core import convert_to_tensor
-    from keras.src.backend.torch.rnn import prepare_lstm_params
 
     args = (inputs, initial_state_h, initial_state_c, mask, kernel, recurrent_kernel, bias, activation,
             recurrent_activation)
@@ -82,18 +80,29 @@ def fused_lstm(
     x = convert_to_tensor(inputs).to(dtype)
     h0 = convert_to_tensor(initial_state_h).to(dtype).unsqueeze(0)
     c0 = convert_to_tensor(initial_state_c).to(dtype).unsqueeze(0)
-    params = prepare_lstm_params(kernel, convert_to_tensor(recurrent_kernel), convert_to_tensor(bias), x.device)
-    params[3] = params[3].to(dtype)
     try:
-        outputs, h, c = torch._VF.lstm(x, (h0, c0), params, True, 1, 0.0, torch.is_grad_enabled(), False, True)
+        outputs, h, c = run(x, h0, c0, kernel, convert_to_tensor(recurrent_kernel), convert_to_tensor(bias))
     except RuntimeError:  # e.g. a cuDNN without this dtype: Keras' own path (its cuDNN call, or its loop)
         if kernel.device.type == "cpu":
             raise
         return _stock(*args, **kwargs)
-    calls += 1
     h, c = h.squeeze(0), c.squeeze(0)
     last = outputs[:, -1]
     return last, outputs if return_sequences else last.unsqueeze(1), [h, c]
+
+
+def run(x: Any, h0: Any, c0: Any, kernel: Any, recurrent_kernel: Any, bias: Any) -> Any:
+    """One LSTM layer on torch's fused kernel: x (batch, time, in), h0/c0 (1, batch, units), Keras' weights
+    (kernel (in, 4u), recurrent (u, 4u), bias (4u), gates i, f, c, o as torch's); returns (outputs, h, c)."""
+    global calls
+    import torch
+    from keras.src.backend.torch.rnn import prepare_lstm_params
+
+    params = prepare_lstm_params(kernel, recurrent_kernel, bias, x.device)
+    params[3] = params[3].to(kernel.dtype)
+    result = torch._VF.lstm(x, (h0, c0), params, True, 1, 0.0, torch.is_grad_enabled(), False, True)
+    calls += 1
+    return result
 
 
 def installed() -> bool:
