@@ -88,7 +88,8 @@ for lean in (False, True):
     switched = torch_engine.prepare(m, lean=lean)
     h = m.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
     runs[lean] = (switched, h.history["loss"], [w.copy() for w in m.get_weights()])
-out["lean_switched"] = [runs[False][0]["lean_step"], runs[True][0]["lean_step"], runs[True][0]["direct_forward"]]
+out["lean_switched"] = [runs[False][0]["lean_step"], runs[True][0]["lean_step"], runs[True][0]["direct_forward"],
+                        runs[True][0]["fused_adam"]]
 
 # the direct forward (torch_engine.direct_forward) against Keras' own forward inside the lean step, with
 # dropout: the same masks from torch's global generator, so the same losses and weights
@@ -156,7 +157,8 @@ def test_what_the_kernel_cannot_take_goes_to_the_stock_path(adapter):
 
 
 def test_the_lean_step_trains_exactly_as_keras_step(adapter):
-    assert adapter["lean_switched"] == [False, True, True]  # the lean run's forward is the direct one
+    # the lean run: the direct forward, foreach clipnorm and torch's fused Adam kernel for Keras' Adam
+    assert adapter["lean_switched"] == [False, True, True, True]
     stock, lean = adapter["lean_loss"]
     np.testing.assert_allclose(lean, stock, rtol=1e-5)
     assert adapter["lean_weight_diff"] < 1e-5

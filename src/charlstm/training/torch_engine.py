@@ -27,7 +27,7 @@ from typing import Any
 
 from charlstm.errors import CharlstmError
 
-_switched = {"lean_step": False, "direct_forward": False}  # what the last prepare() switched on (config.json: trained_with)
+_switched = {"lean_step": False, "direct_forward": False, "fused_adam": False}  # what the last prepare() switched on (config.json: trained_with)
 
 
 def keep_tensorflow_out() -> None:
@@ -210,6 +210,43 @@ def _foreach_clipnorm(optimizer: Any) -> Any:
     return clip
 
 
+def _fused_adam(optimizer: Any) -> Any | None:
+    """Keras' Adam update as torch's fused CPU kernel (`torch._fused_adam_`: one pass over each variable, its
+    moments and its gradient) instead of Keras' eleven foreach passes and their temporaries; None where it does
+    not apply (amsgrad, weight decay, EMA, gradient accumulation, loss scaling, a GPU, no such kernel).
+
+    The same update: Keras takes var -= lr sqrt(1 - b2^t) / (1 - b1^t) m / (sqrt(v) + eps), torch's kernel
+    var -= lr / (1 - b1^t) m / (sqrt(v) / sqrt(1 - b2^t) + eps'); with eps' = eps / sqrt(1 - b2^t) the two are
+    one formula (float32 round-off apart). The moments stay Keras' own variables, so checkpoints, resume and
+    any other backend read them as ever."""
+    import math
+
+    import keras
+    import torch
+
+    if (not isinstance(optimizer, keras.optimizers.Adam) or optimizer.amsgrad or optimizer.weight_decay
+            or optimizer.use_ema or optimizer.gradient_accumulation_steps or optimizer.loss_scale_factor
+            or not hasattr(torch, "_fused_adam_") or training_device() != "cpu"):
+        return None
+
+    def update(grads: list[Any], variables: list[Any], learning_rate: Any) -> None:
+        params = [v.value for v in variables]
+        if any(p.dtype != torch.float32 for p in params):
+            return type(optimizer)._parallel_update_step(optimizer, grads, variables, learning_rate)
+        index = [optimizer._get_variable_index(v) for v in variables]
+        step = float(optimizer.iterations.value) + 1.0  # what Keras' step calls local_step
+        steps = [torch.tensor(step)] * len(params)
+        torch._fused_adam_(
+            params, list(grads), [optimizer._momentums[i].value for i in index],
+            [optimizer._velocities[i].value for i in index], [], steps,
+            lr=float(learning_rate), beta1=float(optimizer.beta_1), beta2=float(optimizer.beta_2),
+            weight_decay=0.0, eps=float(optimizer.epsilon) / math.sqrt(1.0 - float(optimizer.beta_2) ** step),
+            amsgrad=False, maximize=False,
+        )
+
+    return update
+
+
 def lean_step_applies(model: Any) -> bool:
     """Whether the lean step computes exactly what Keras' step would for this compiled model."""
     import keras
@@ -252,11 +289,17 @@ def prepare(model: Any, *, fused: bool = True, lean: bool = True, direct: bool =
         object.__setattr__(optimizer, "_clip_gradients", _foreach_clipnorm(optimizer))
     elif "_clip_gradients" in vars(optimizer):
         object.__delattr__(optimizer, "_clip_gradients")
+    fused_adam = _fused_adam(optimizer) if use_lean else None
+    if fused_adam is not None:
+        object.__setattr__(optimizer, "_parallel_update_step", fused_adam)
+    elif "_parallel_update_step" in vars(optimizer):
+        object.__delattr__(optimizer, "_parallel_update_step")
+    _switched["fused_adam"] = fused_adam is not None
     model.train_function = None  # rebuilt from the (new) train_step on the next fit
     _switched["lean_step"] = use_lean
     _switched["direct_forward"] = use_lean and forward is not None
     return {"fused_lstm": torch_lstm.installed(), "lean_step": use_lean,
-            "direct_forward": _switched["direct_forward"]}
+            "direct_forward": _switched["direct_forward"], "fused_adam": _switched["fused_adam"]}
 
 
 def tensorboard(log_dir: str) -> Any:
