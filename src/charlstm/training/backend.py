@@ -30,8 +30,6 @@ _warned: set[str] = set()
 
 def available(name: str) -> bool:
     """Whether the framework `name` (tensorflow, jax, torch) can be imported here, without importing it."""
-    if name in sys.modules:
-        return sys.modules[name] is not None
     try:
         return importlib.util.find_spec(name) is not None
     except (ImportError, ValueError):  # an import hook that refuses it, or a half-removed module

@@ -126,8 +126,6 @@ def installed() -> list[str]:
 
 def _importable(name: str) -> bool:
     """backend.available (not imported from there: backend imports this module)."""
-    if name in sys.modules:
-        return sys.modules[name] is not None
     try:
         return importlib.util.find_spec(name) is not None
     except (ImportError, ValueError):  # an import hook that refuses it
