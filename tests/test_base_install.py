@@ -51,6 +51,8 @@ if code == 0:
     import keras
     model = charlstm.load(sys.argv[1] + "/model.keras")
     out["backend"] = keras.backend.backend()
+    import os
+    out["omp"] = os.environ.get("OMP_WAIT_POLICY")
     out["text"] = model.generate("the ", 40, 0.8, seed=1)
 print("RESULT " + json.dumps(out))
 """
@@ -76,7 +78,7 @@ def test_a_base_install_trains_on_torch_and_generates_without_tensorflow(base_ru
     out, result, stderr = base_run
     assert result["code"] == 0, stderr[-3000:]
     assert result["tensorflow"] == []  # neither TensorFlow nor JAX entered sys.modules
-    assert result["backend"] == "torch"
+    assert result["backend"] == "torch" and result["omp"] == "PASSIVE"
     trained = json.loads((out / "config.json").read_text())["trained_with"]
     assert trained["backend"] == "torch" and trained["fused_lstm"] is True and trained["device"]["kind"] == "cpu"
     assert len(result["text"]) == 40
@@ -169,3 +171,12 @@ def test_a_user_set_keras_backend_is_a_choice_not_a_preset(monkeypatch):
     assert backends._user_backend() == "tensorflow"
     monkeypatch.setenv(backends.PRESET_ENV, "tensorflow")  # set by charlstm (preset or its own choice)
     assert backends._user_backend() is None
+
+
+def test_a_torch_process_lets_openmp_threads_wait_passively():
+    env: dict[str, str] = {}
+    backends.torch_threads_wait_passively(env)
+    assert env == {"OMP_WAIT_POLICY": "PASSIVE"}
+    env = {"OMP_WAIT_POLICY": "ACTIVE"}  # the user's setting wins
+    backends.torch_threads_wait_passively(env)
+    assert env == {"OMP_WAIT_POLICY": "ACTIVE"}

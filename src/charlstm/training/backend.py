@@ -58,6 +58,15 @@ def preset() -> None:
     os.environ["KERAS_BACKEND"] = os.environ[PRESET_ENV] = FAST
 
 
+def torch_threads_wait_passively(env: dict[str, str] | None = None) -> None:
+    """OMP_WAIT_POLICY=PASSIVE (unless set) for a torch process, before torch is imported: torch's OpenMP
+    threads otherwise spin at every barrier, and on a CPU shared with other work (more runnable threads than
+    cores) a spinning thread holds the core its partner needs. Measured here (benchmarks/README.md, issue 21):
+    one step of the default network with two threads, load average 11 on 2 cores, 3,489 ms spinning against
+    199 ms waiting passively (one thread: 359 and 232 ms)."""
+    (os.environ if env is None else env).setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
 def _user_backend() -> str | None:
     """KERAS_BACKEND as the user set it (None when unset or set by charlstm's preset)."""
     env = os.environ.get("KERAS_BACKEND") or None
@@ -139,6 +148,8 @@ def select(name: str | None = None, network: dict[str, Any] | None = None, quiet
             f"KERAS_BACKEND={wanted}"
         )
     os.environ["KERAS_BACKEND"] = wanted
+    if wanted == "torch":
+        torch_threads_wait_passively()
     if name is None and user is None:  # charlstm's choice: a child process may choose again
         os.environ[PRESET_ENV] = wanted
     else:

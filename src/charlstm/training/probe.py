@@ -100,6 +100,8 @@ def measure(backend: str, network: dict[str, Any], timeout: float = 300, quick: 
     """One backend's figure for `network` from a fresh subprocess (the backend is fixed per process), or None
     if it failed. `quick`: two batches (tests of the mechanism; the figure means little)."""
     env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    if backend == "torch":  # as the torch training process will run (backend.torch_threads_wait_passively)
+        env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     cmd = [sys.executable, "-m", "charlstm.training.probe", backend, json.dumps(network), *(["--quick"] if quick else [])]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
