@@ -1,0 +1,451 @@
+// charlstm in the browser: the NumPy runtime's step over Float32Arrays, its sampling, and the page.
+// No dependency, nothing fetched but model.json and weights.bin beside this file.
+// window.charlstm = {ready, meta, logits(text, all), generate(options), bench(steps)} for tests and scripts.
+"use strict";
+
+(function () {
+  // -- the network: one time step, as generation/network.py computes it ------------------------------------
+  // Weights come in Keras' layout (in, out); each matrix is kept transposed (out, in) so every output is one
+  // dot product over contiguous memory. LSTM gates i, f, c, o; GRU z, r, h (reset_after).
+  function transpose(w, rows, cols) {
+    const t = new Float32Array(rows * cols);
+    for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) t[j * rows + i] = w[i * cols + j];
+    return t;
+  }
+
+  // out[j] = bias[j] + sum_i x[i] * wt[j * k + i]   (wt: (n, k), transposed)
+  function matvec(x, wt, k, n, bias, out) {
+    const k4 = k - (k % 4);
+    for (let j = 0; j < n; j++) {
+      const off = j * k;
+      let s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+      for (let i = 0; i < k4; i += 4) {
+        s0 += x[i] * wt[off + i];
+        s1 += x[i + 1] * wt[off + i + 1];
+        s2 += x[i + 2] * wt[off + i + 2];
+        s3 += x[i + 3] * wt[off + i + 3];
+      }
+      for (let i = k4; i < k; i++) s0 += x[i] * wt[off + i];
+      out[j] = (bias ? bias[j] : 0) + (s0 + s1) + (s2 + s3);
+    }
+  }
+
+  function sigmoid(x) { return 1 / (1 + Math.exp(-x)); }
+
+  class Network {
+    constructor(meta, buffer) {
+      this.meta = meta;
+      const tensors = {};
+      for (const t of meta.weights) {
+        const size = t.shape.reduce((a, b) => a * b, 1);
+        let values;
+        if (t.dtype === "int8") {  // per-row scales: w = q * scale[row]; the math stays float32
+          const q = new Int8Array(buffer, t.offset, size);
+          const scale = new Float32Array(buffer, t.scale_offset, t.shape[0]);
+          const cols = t.shape[1];
+          values = new Float32Array(size);
+          for (let r = 0; r < t.shape[0]; r++) {
+            const s = scale[r];
+            for (let c = 0; c < cols; c++) values[r * cols + c] = q[r * cols + c] * s;
+          }
+        } else {
+          values = new Float32Array(buffer.slice(t.offset, t.offset + 4 * size));
+        }
+        tensors[t.name] = { values, shape: t.shape };
+      }
+      this.vocabSize = meta.vocab_size;
+      this.table = tensors.table.values;  // (V, G*u0): layer 0's projected input per id, bias included
+      this.layers = meta.layers.map((l, n) => {
+        const u = l.units, g = l.cell === "lstm" ? 4 : 3;
+        const layer = { cell: l.cell, units: u, gates: g };
+        layer.rec = transpose(tensors[`layer${n}.recurrent`].values, u, g * u);
+        if (n > 0) {
+          const inDim = tensors[`layer${n}.kernel`].shape[0];
+          layer.inDim = inDim;
+          layer.kernel = transpose(tensors[`layer${n}.kernel`].values, inDim, g * u);
+          layer.inBias = tensors[`layer${n}.input_bias`].values;
+        }
+        if (l.cell === "gru") layer.recBias = tensors[`layer${n}.recurrent_bias`].values;
+        layer.x = new Float32Array(g * u);
+        layer.r = new Float32Array(g * u);
+        return layer;
+      });
+      const last = this.layers[this.layers.length - 1].units;
+      this.dense = transpose(tensors["dense.kernel"].values, last, this.vocabSize);
+      this.denseBias = tensors["dense.bias"].values;  // the unknown id at -inf: never generated
+      this.logitsOut = new Float32Array(this.vocabSize);
+      this.reset();
+    }
+
+    reset() {
+      this.state = this.layers.map((l) => ({ h: new Float32Array(l.units), c: new Float32Array(l.units) }));
+    }
+
+    // feed one id; returns the next character's logits (a Float32Array reused by the next call)
+    step(id) {
+      let below = null;
+      for (let n = 0; n < this.layers.length; n++) {
+        const L = this.layers[n], u = L.units, st = this.state[n];
+        const x = L.x;
+        if (n === 0) {
+          const off = id * L.gates * u;
+          for (let j = 0; j < L.gates * u; j++) x[j] = this.table[off + j];
+        } else {
+          matvec(below, L.kernel, L.inDim, L.gates * u, L.inBias, x);
+        }
+        const r = L.r;
+        matvec(st.h, L.rec, u, L.gates * u, L.recBias || null, r);
+        const h = st.h;
+        if (L.cell === "lstm") {
+          const c = st.c;
+          for (let j = 0; j < u; j++) {
+            const i = sigmoid(x[j] + r[j]);
+            const f = sigmoid(x[u + j] + r[u + j]);
+            const g = Math.tanh(x[2 * u + j] + r[2 * u + j]);
+            const o = sigmoid(x[3 * u + j] + r[3 * u + j]);
+            c[j] = f * c[j] + i * g;
+            h[j] = o * Math.tanh(c[j]);
+          }
+        } else {
+          for (let j = 0; j < u; j++) {
+            const z = sigmoid(x[j] + r[j]);
+            const rr = sigmoid(x[u + j] + r[u + j]);
+            const hh = Math.tanh(x[2 * u + j] + rr * r[2 * u + j]);
+            h[j] = z * h[j] + (1 - z) * hh;
+          }
+        }
+        below = h;
+      }
+      const last = this.layers[this.layers.length - 1];
+      matvec(below, this.dense, last.units, this.vocabSize, this.denseBias, this.logitsOut);
+      return this.logitsOut;
+    }
+  }
+
+  // -- text <-> ids ---------------------------------------------------------------------------------------
+  function prepare(meta, text) {
+    const pre = meta.preprocessing || {};
+    if (pre.normalize && pre.normalize !== "none") text = text.normalize(pre.normalize);
+    if (pre.lowercase) text = text.toLowerCase();
+    if (pre.ascii_only) text = text.replace(/[^\x00-\x7f]/g, "");
+    return text;
+  }
+
+  // characters are code points (Array.from), as Python counts them: emoji and Chinese are one each
+  function encode(meta, index, text) {
+    const ids = [], dropped = [];
+    for (const ch of Array.from(prepare(meta, text))) {
+      const id = index.get(ch);
+      if (id === undefined) dropped.push(ch); else ids.push(id);
+    }
+    return { ids, dropped };
+  }
+
+  // -- randomness: a seeded generator (splitmix32 -> 53-bit uniforms), so a seed gives the same text again -
+  function rngFrom(seed) {
+    let s = seed >>> 0;
+    const next32 = () => {
+      s = (s + 0x9e3779b9) >>> 0;
+      let z = s;
+      z = Math.imul(z ^ (z >>> 16), 0x85ebca6b) >>> 0;
+      z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35) >>> 0;
+      return (z ^ (z >>> 16)) >>> 0;
+    };
+    return () => ((next32() >>> 5) * 67108864 + (next32() >>> 6)) / 9007199254740992;
+  }
+
+  // -- sampling: processors then temperature / top-k / top-p, as generation/processors.py and sampling.py ---
+  class Sampler {
+    constructor(meta, opts, primeIds) {
+      this.V = meta.vocab_size;
+      this.temperature = opts.temperature;
+      this.topK = opts.top_k || null;
+      this.topP = opts.top_p && opts.top_p < 1 ? opts.top_p : null;
+      this.penalty = opts.repetition_penalty && opts.repetition_penalty !== 1 ? opts.repetition_penalty : null;
+      this.limits = opts.max_repeat === false ? null : (meta.sampling.max_repeat || null);
+      this.n = opts.no_repeat_ngram || 0;
+      this.random = rngFrom(opts.seed);
+      this.ids = primeIds.slice();
+      this.seen = new Map();  // (n-1)-gram -> ids that followed it (the n-gram ban)
+      this.counts = new Uint32Array(this.V);
+      for (const i of primeIds) this.counts[i]++;
+      this.indexed = Math.max(this.n - 1, 0);
+      const last = primeIds[primeIds.length - 1];
+      let run = 0;
+      for (let t = primeIds.length - 1; t >= 0 && primeIds[t] === last; t--) run++;
+      this.last = last; this.run = run;
+      this.z = new Float64Array(this.V);
+    }
+
+    key(end) { return this.ids.slice(end - this.n + 1, end).join(","); }
+
+    processed(logits) {
+      const z = this.z, V = this.V;
+      for (let i = 0; i < V; i++) z[i] = logits[i];
+      if (this.limits && this.run >= this.limits[this.last]) z[this.last] = -Infinity;  // the repeat guard
+      if (this.penalty) {  // CTRL's repetition penalty, as Hugging Face applies it
+        for (let i = 0; i < V; i++) if (this.counts[i] > 0) z[i] = z[i] < 0 ? z[i] * this.penalty : z[i] / this.penalty;
+      }
+      if (this.n > 0 && this.ids.length >= this.n - 1) {  // Hugging Face's no_repeat_ngram_size
+        const n = this.n, ids = this.ids;
+        for (; this.indexed < ids.length; this.indexed++) {
+          const k = this.key(this.indexed);
+          if (!this.seen.has(k)) this.seen.set(k, new Set());
+          this.seen.get(k).add(ids[this.indexed]);
+        }
+        const banned = this.seen.get(n > 1 ? ids.slice(ids.length - n + 1).join(",") : "");
+        if (banned) {
+          let left = 0;
+          for (let i = 0; i < V; i++) if (z[i] > -Infinity && !banned.has(i)) left++;
+          if (left > 0) for (const i of banned) z[i] = -Infinity;  // never ban everything
+        }
+      }
+      return z;
+    }
+
+    // the weights that are sampled from (unnormalised), as sampling.probabilities
+    weights(z) {
+      const V = this.V, p = new Float64Array(V);
+      if (this.temperature === 0) {
+        let best = 0;
+        for (let i = 1; i < V; i++) if (z[i] > z[best]) best = i;
+        p[best] = 1;
+        return p;
+      }
+      let m = -Infinity;
+      for (let i = 0; i < V; i++) m = Math.max(m, z[i] / this.temperature);
+      const s = new Float64Array(V);
+      for (let i = 0; i < V; i++) { s[i] = z[i] / this.temperature - m; p[i] = Math.exp(s[i]); }
+      if (this.topK && this.topK < V) {
+        const kth = Array.from(s).sort((a, b) => b - a)[this.topK - 1];
+        for (let i = 0; i < V; i++) if (s[i] < kth) p[i] = 0;
+      }
+      if (this.topP) {
+        const order = Array.from(p.keys()).sort((a, b) => p[b] - p[a] || a - b);
+        let total = 0;
+        for (const i of order) total += p[i];
+        let before = 0;
+        const keep = new Uint8Array(V);
+        for (const i of order) { keep[i] = before / total < this.topP ? 1 : 0; before += p[i]; }
+        for (let i = 0; i < V; i++) if (!keep[i]) p[i] = 0;
+      }
+      return p;
+    }
+
+    choose(logits) {
+      const z = this.processed(logits);
+      let id;
+      if (this.temperature === 0) {
+        id = 0;
+        for (let i = 1; i < this.V; i++) if (z[i] > z[id]) id = i;
+      } else {
+        const p = this.weights(z);
+        let total = 0;
+        for (let i = 0; i < this.V; i++) total += p[i];
+        const draw = this.random() * total;
+        let cdf = 0;
+        id = this.V - 1;
+        for (let i = 0; i < this.V; i++) { cdf += p[i]; if (cdf > draw) { id = i; break; } }
+      }
+      this.ids.push(id);
+      this.counts[id]++;
+      this.run = id === this.last ? this.run + 1 : 1;
+      this.last = id;
+      return id;
+    }
+  }
+
+  // -- generation: yields each character as it is drawn ---------------------------------------------------
+  function* characters(net, meta, index, opts) {
+    const chars = meta.vocabulary;
+    const { ids } = encode(meta, index, opts.prime);
+    net.reset();
+    let logits = null;
+    for (const id of ids) logits = net.step(id);
+    const sampler = new Sampler(meta, opts, ids);
+    for (let t = 0; t < opts.length; t++) {
+      const id = sampler.choose(logits);
+      yield chars[id];
+      logits = net.step(id);
+    }
+  }
+
+  // whole items of an items model: each from the boundary (and the prime) in a zero state, to the next boundary
+  function* items(net, meta, index, opts) {
+    const boundary = meta.items.boundary, limit = 2 * meta.items.max_len + 20;
+    const rng = rngFrom(opts.seed);
+    let made = 0;
+    for (let round = 0; made < opts.count && round < opts.count * 20; round++) {
+      let text = "";
+      const gen = characters(net, meta, index, {
+        ...opts, prime: boundary + (opts.itemPrime || ""), length: limit, seed: Math.floor(rng() * 4294967296),
+      });
+      let ended = false;
+      for (const ch of gen) {
+        if (ch === boundary) { ended = true; break; }
+        text += ch;
+      }
+      if (ended && (opts.itemPrime || "") + text) { made++; yield (opts.itemPrime || "") + text; }
+    }
+  }
+
+  function defaultPrime(meta, seed) {
+    if (meta.items) return "";
+    if (meta.seeds && meta.seeds.length) return meta.seeds[Math.floor(rngFrom(seed)() * meta.seeds.length)];
+    return meta.vocabulary.includes("\n") ? "\n" : meta.vocabulary[0];
+  }
+
+  // -- loading --------------------------------------------------------------------------------------------
+  async function load() {
+    const meta = await (await fetch("model.json")).json();
+    const buffer = await (await fetch("weights.bin")).arrayBuffer();
+    const net = new Network(meta, buffer);
+    const index = new Map(meta.vocabulary.map((c, i) => [c, i]));
+    return { meta, net, index };
+  }
+
+  const api = {};
+  window.charlstm = api;
+  api.ready = load().then((m) => { Object.assign(api, m); return m; });
+
+  // the logits after each character of `text` from a zero state (the last one's, or all of them flat)
+  api.logits = (text, all) => {
+    const { net, meta, index } = api;
+    const { ids } = encode(meta, index, text);
+    net.reset();
+    const out = [];
+    let logits = null;
+    for (const id of ids) {
+      logits = net.step(id);
+      if (all) for (const v of logits) out.push(v);
+    }
+    return all ? out : Array.from(logits);
+  };
+  api.options = (o) => ({
+    prime: "", length: 400, temperature: 1, top_k: null, top_p: null, seed: 0, repetition_penalty: null,
+    no_repeat_ngram: api.meta.sampling.no_repeat_ngram, ...o,
+  });
+  api.generate = (o) => {
+    const opts = api.options(o);
+    if (api.meta.items) return Array.from(items(api.net, api.meta, api.index, { count: 5, ...opts }));
+    return Array.from(characters(api.net, api.meta, api.index, opts)).join("");
+  };
+  // characters per second of one stream, sampling included (benchmarks/bench_export.py)
+  api.bench = (steps) => {
+    const opts = api.options({ prime: api.meta.vocabulary[0], length: steps, temperature: 1, seed: 1 });
+    const t0 = performance.now();
+    let n = 0;
+    for (const ch of characters(api.net, api.meta, api.index, opts)) n += ch.length > 0 ? 1 : 0;
+    return { chars: n, seconds: (performance.now() - t0) / 1000 };
+  };
+
+  // -- the page -------------------------------------------------------------------------------------------
+  const $ = (id) => document.getElementById(id);
+  function bindRange(id, show) {
+    const el = $(id), out = $(id + "-value");
+    const update = () => { out.textContent = show(Number(el.value)); };
+    el.addEventListener("input", update);
+    update();
+  }
+
+  function page() {
+    const status = $("status"), primeOut = document.querySelector("#output .prime-text");
+    const genOut = document.querySelector("#output .gen-text");
+    let running = null;
+    bindRange("temperature", (v) => v.toFixed(2));
+    bindRange("top_k", (v) => (v === 0 ? "off" : String(v)));
+    bindRange("top_p", (v) => (v >= 1 ? "off" : v.toFixed(2)));
+    bindRange("length", (v) => String(v));
+    bindRange("no_repeat_ngram", (v) => String(v));
+    bindRange("repetition_penalty", (v) => (v <= 1 ? "off" : v.toFixed(2)));
+    bindRange("count", (v) => String(v));
+
+    api.ready.then(({ meta }) => {
+      document.title = `${meta.name} · charlstm`;
+      $("model-name").textContent = meta.name;
+      const q = meta.quantized ? `, int8 weights (${meta.quantized.cost_nats >= 0 ? "+" : ""}${meta.quantized.cost_nats.toFixed(4)} nats/char)` : "";
+      $("model-info").textContent = `${meta.architecture}, ${meta.vocab_size} characters, recipe ${meta.recipe}${q} · runs in this page, no server`;
+      const ngram = $("no_repeat_ngram");
+      ngram.value = meta.sampling.no_repeat_ngram;
+      ngram.dispatchEvent(new Event("input"));
+      if (meta.items) {
+        $("length-field").hidden = true;
+        $("count-field").hidden = false;
+        $("prime-label").firstChild.textContent = "Item starts with ";
+      }
+      $("generate").disabled = false;
+      status.textContent = "Ready.";
+    }).catch((err) => {
+      status.textContent = location.protocol === "file:"
+        ? "Open this folder through a web server (python -m http.server in it), not as a file: browsers do not let a file:// page read its weights."
+        : `Could not load the model: ${err}`;
+      status.classList.add("error");
+    });
+
+    $("generate-form").addEventListener("submit", (ev) => {
+      ev.preventDefault();
+      if (running) return;
+      const { meta, net, index } = api;
+      const seedText = $("seed").value.trim();
+      const seed = seedText === "" ? crypto.getRandomValues(new Uint32Array(1))[0] : Number(seedText);
+      const typed = $("prime").value;
+      const opts = api.options({
+        temperature: Number($("temperature").value),
+        top_k: Number($("top_k").value) || null,
+        top_p: Number($("top_p").value) < 1 ? Number($("top_p").value) : null,
+        length: Number($("length").value),
+        no_repeat_ngram: Number($("no_repeat_ngram").value),
+        repetition_penalty: Number($("repetition_penalty").value),
+        seed,
+      });
+      const { dropped } = encode(meta, index, typed);
+      const note = dropped.length ? ` (not in the vocabulary, left out: ${[...new Set(dropped)].join(" ")})` : "";
+      let gen, unit;
+      if (meta.items) {
+        gen = items(net, meta, index, { ...opts, itemPrime: prepare(meta, typed), count: Number($("count").value) });
+        primeOut.textContent = "";
+        unit = "items";
+      } else {
+        opts.prime = typed === "" ? defaultPrime(meta, seed) : typed;
+        if (encode(meta, index, opts.prime).ids.length === 0) {
+          status.textContent = "The prime has no character of the model's vocabulary.";
+          return;
+        }
+        gen = characters(net, meta, index, opts);
+        primeOut.textContent = prepare(meta, opts.prime);
+        unit = "characters";
+      }
+      genOut.textContent = "";
+      let made = 0, stop = false;
+      const t0 = performance.now();
+      running = { stop: () => { stop = true; } };
+      $("generate").disabled = true;
+      $("stop").disabled = false;
+      status.textContent = `generating (seed ${seed})${note}`;
+      const finish = (why) => {
+        running = null;
+        $("generate").disabled = false;
+        $("stop").disabled = true;
+        const secs = (performance.now() - t0) / 1000;
+        status.textContent = `${why}: ${made} ${unit} in ${secs.toFixed(2)} s (seed ${seed})${note}`;
+      };
+      const chunk = () => {  // draw for ~30 ms, show it, let the page breathe, go on
+        const until = performance.now() + 30;
+        let piece = "";
+        while (performance.now() < until) {
+          if (stop) { genOut.textContent += piece; finish("stopped after"); return; }
+          const next = gen.next();
+          if (next.done) { genOut.textContent += piece; finish(meta.items ? "done" : "ended by length"); return; }
+          piece += meta.items ? next.value + "\n" : next.value;
+          made++;
+        }
+        genOut.textContent += piece;
+        setTimeout(chunk, 0);
+      };
+      setTimeout(chunk, 0);
+    });
+    $("stop").addEventListener("click", () => { if (running) running.stop(); });
+  }
+
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", page); else page();
+})();
