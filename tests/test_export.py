@@ -258,3 +258,27 @@ def test_the_numpy_step_of_the_exports_is_the_runtimes(models, text) -> None:
         want, state = model.step(np.array([i]), state)
         got, mine = parts.step(weights, np.array([i]), mine)
     np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_the_playground_serves_each_model_as_a_web_export_zip(models, tmp_path) -> None:
+    import io
+
+    from fastapi.testclient import TestClient
+
+    from charlstm.server import Limits, create_app, load_entries
+
+    app = create_app(load_entries([str(models["lstm"]), str(models["lesson"])]), Limits(), token="t0k")
+    with TestClient(app) as client:
+        assert client.get("/api/models/lstm/web.zip").status_code == 401
+        auth = {"Authorization": "Bearer t0k"}
+        r = client.get("/api/models/lstm/web.zip", headers=auth)
+        assert r.status_code == 200 and r.headers["content-type"] == "application/zip"
+        assert "lstm-web.zip" in r.headers["content-disposition"]
+        with zipfile.ZipFile(io.BytesIO(r.content)) as z:
+            assert sorted(z.namelist()) == sorted(
+                f"lstm-web/{n}" for n in ["index.html", "charlstm.js", "style.css", "model.json", "weights.bin"])
+            meta = json.loads(z.read("lstm-web/model.json"))
+        assert tuple(meta["vocabulary"]) == runtime.load(models["lstm"]).vocab.chars and meta["name"] == "lstm"
+        assert client.get("/api/models/nope/web.zip", headers=auth).status_code == 404
+        page = client.get("/").text
+        assert 'id="download-web"' in page and "Download for the web" in page

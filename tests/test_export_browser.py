@@ -102,10 +102,14 @@ def open_page(driver, url: str) -> None:
     assert set(origins) == {url.split("/", 3)[0] + "//" + url.split("/", 3)[2]}, origins
 
 
-@pytest.mark.parametrize("name", ["lstm", "gru", "int8"])
-def test_the_pages_logits_are_the_numpy_runtimes(driver, site, text, name) -> None:
+@pytest.mark.parametrize("name,engine", [
+    ("lstm", "WebAssembly SIMD"), ("gru", "WebAssembly SIMD"), ("int8", "WebAssembly SIMD"),
+    ("lstm", "JavaScript"), ("gru", "JavaScript"),  # the fallback where WebAssembly SIMD is missing
+])
+def test_the_pages_logits_are_the_numpy_runtimes(driver, site, text, name, engine) -> None:
     base, models = site
-    open_page(driver, f"{base}/{name}/")
+    open_page(driver, f"{base}/{name}/" + ("?engine=js" if engine == "JavaScript" else ""))
+    assert driver.execute_script("return window.charlstm.net.engine") == engine
     got = np.array(driver.execute_script("return window.charlstm.logits(arguments[0], true)", text), np.float64)
     model = models["gru" if name == "gru" else "lstm"]
     ids = model.encode(text)

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from charlstm.errors import CharlstmError
+from charlstm.generation.network import OneBlasThread
 
 FORMAT = "charlstm-step"
 FORMAT_VERSION = 1
@@ -173,15 +174,17 @@ def mean_loss(weights: StepWeights, ids: np.ndarray, streams: int = 32) -> float
     rows = np.stack([ids[s * per : s * per + per + 1] for s in range(streams)])  # (S, per + 1)
     state = initial_state(weights, streams)
     total, count = 0.0, 0
-    for t in range(per):
-        logits, state = step(weights, rows[:, t], state)
-        z = logits.astype(np.float64)
-        m = z.max(axis=-1, keepdims=True)
-        logp = z - (np.log(np.exp(z - m).sum(axis=-1, keepdims=True)) + m)
-        got = logp[np.arange(streams), rows[:, t + 1]]
-        ok = np.isfinite(got)
-        total -= float(got[ok].sum())
-        count += int(ok.sum())
+    # small matrix products: one BLAS thread (threads that wait for each other are many times slower)
+    with OneBlasThread(True):
+        for t in range(per):
+            logits, state = step(weights, rows[:, t], state)
+            z = logits.astype(np.float64)
+            m = z.max(axis=-1, keepdims=True)
+            logp = z - (np.log(np.exp(z - m).sum(axis=-1, keepdims=True)) + m)
+            got = logp[np.arange(streams), rows[:, t + 1]]
+            ok = np.isfinite(got)
+            total -= float(got[ok].sum())
+            count += int(ok.sum())
     return total / max(count, 1)
 
 
@@ -242,7 +245,7 @@ def _architecture(weights: StepWeights) -> str:
     return f"{len(names)}x{names[0]}" if len(set(names)) == 1 and len(names) > 1 else "+".join(names)
 
 
-def validation_ids(model: Any, limit: int = 200_000) -> tuple[np.ndarray, str] | None:
+def validation_ids(model: Any, limit: int = 50_000) -> tuple[np.ndarray, str] | None:
     """The model's validation text as its ids (at most `limit`), found from what the file records, with a
     description; None when the file does not say where its text is or it cannot be read."""
     from charlstm.data.cache import corpus_for_training

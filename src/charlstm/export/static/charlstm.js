@@ -26,14 +26,42 @@
         s3 += x[i + 3] * wt[off + i + 3];
       }
       for (let i = k4; i < k; i++) s0 += x[i] * wt[off + i];
-      out[j] = (bias ? bias[j] : 0) + (s0 + s1) + (s2 + s3);
+      out[j] = bias[j] + (s0 + s1) + (s2 + s3);
     }
   }
 
   function sigmoid(x) { return 1 / (1 + Math.exp(-x)); }
 
+  // the same product in WebAssembly SIMD (matvec.wat; rebuilt by build_wasm.mjs): several times faster
+  const WASM_MATVEC = "AGFzbQEAAAABHwRgA39/fwF9YAF7AX1gBX9/f399AX1gBn9/f39/fwADBQQAAQIDBQMBAAEHEwIGbWVtb3J5AgAGbWF0dmVjAAMK3wUElgEEAX8BewF9AX8gAkF8cSEGAkADQCADIAZPDQEgBCAAIANBAnRq/QAEACABIANBAnRq/QAEAP3mAf3kASEEIANBBGohAwwACwsgBP0fACAE/R8BkiAE/R8CIAT9HwOSkiEFAkADQCADIAJPDQEgBSAAIANBAnRqKgIAIAEgA0ECdGoqAgCUkiEFIANBAWohAwwACwsgBQsZACAA/R8AIAD9HwGSIAD9HwIgAP0fA5KSCzYAAkADQCACIANPDQEgBCAAIAJBAnRqKgIAIAEgAkECdGoqAgCUkiEEIAJBAWohAgwACwsgBAvzAwMLfwV7AX8gAkECdCEIIAJBfHEhCSADQXxxIQoCQANAIAYgCk8NASABIAYgCGxqIQsgCyAIaiEMIAwgCGohDSANIAhqIQ79DAAAAAAAAAAAAAAAAAAAAAAhEf0MAAAAAAAAAAAAAAAAAAAAACES/QwAAAAAAAAAAAAAAAAAAAAAIRP9DAAAAAAAAAAAAAAAAAAAAAAhFEEAIQcCQANAIAcgCU8NASAHQQJ0IRAgACAQav0ABAAhFSARIBUgCyAQav0ABAD95gH95AEhESASIBUgDCAQav0ABAD95gH95AEhEiATIBUgDSAQav0ABAD95gH95AEhEyAUIBUgDiAQav0ABAD95gH95AEhFCAHQQRqIQcMAAsLIAZBAnQhFiAFIBZqIAQgFmoqAgAgACALIAkgAiAREAEQApI4AgAgBSAWQQRqaiAEIBZBBGpqKgIAIAAgDCAJIAIgEhABEAKSOAIAIAUgFkEIamogBCAWQQhqaioCACAAIA0gCSACIBMQARACkjgCACAFIBZBDGpqIAQgFkEMamoqAgAgACAOIAkgAiAUEAEQApI4AgAgBkEEaiEGDAALCwJAA0AgBiADTw0BIAZBAnQhFiAFIBZqIAQgFmoqAgAgACABIAYgCGxqIAIQAJI4AgAgBkEBaiEGDAALCws=";
+  function wasmKernel() {
+    try {
+      const bytes = Uint8Array.from(atob(WASM_MATVEC), (c) => c.charCodeAt(0));
+      if (!bytes.length || !WebAssembly.validate(bytes)) return null;
+      return new WebAssembly.Instance(new WebAssembly.Module(bytes)).exports;
+    } catch (err) {
+      return null;
+    }
+  }
+
+  // Float32Arrays for every weight and buffer: in the kernel's memory when there is one, each with its byte
+  // offset there (`offsets`), else plain arrays (the JavaScript product)
+  function arena(kernel, sizes) {
+    const out = {}, offsets = {};
+    if (!kernel) {
+      for (const [name, n] of Object.entries(sizes)) { out[name] = new Float32Array(n); offsets[name] = 0; }
+      return { arrays: out, offsets };
+    }
+    let at = 0;
+    for (const [name, n] of Object.entries(sizes)) { offsets[name] = at; at += Math.ceil((4 * n) / 16) * 16; }
+    const need = Math.ceil(at / 65536) - kernel.memory.buffer.byteLength / 65536;
+    if (need > 0) kernel.memory.grow(need);
+    for (const [name, n] of Object.entries(sizes)) out[name] = new Float32Array(kernel.memory.buffer, offsets[name], n);
+    return { arrays: out, offsets };
+  }
+
   class Network {
-    constructor(meta, buffer) {
+    constructor(meta, buffer, useWasm = true) {
       this.meta = meta;
       const tensors = {};
       for (const t of meta.weights) {
@@ -53,51 +81,69 @@
         }
         tensors[t.name] = { values, shape: t.shape };
       }
-      this.vocabSize = meta.vocab_size;
+      const V = (this.vocabSize = meta.vocab_size);
+      this.kernel = useWasm ? wasmKernel() : null;
+      this.engine = this.kernel ? "WebAssembly SIMD" : "JavaScript";
+      // what lives in the arena: transposed matrices, biases, and the step's buffers
+      const sizes = {};
+      let widest = V;
+      meta.layers.forEach((l, n) => {
+        const g = l.cell === "lstm" ? 4 : 3, u = l.units;
+        widest = Math.max(widest, g * u);
+        sizes[`rec${n}`] = u * g * u;
+        if (n > 0) { sizes[`kernel${n}`] = tensors[`layer${n}.kernel`].values.length; sizes[`inBias${n}`] = g * u; }
+        if (l.cell === "gru") sizes[`recBias${n}`] = g * u;
+        sizes[`x${n}`] = g * u; sizes[`r${n}`] = g * u; sizes[`h${n}`] = u; sizes[`c${n}`] = u;
+      });
+      const last = meta.layers[meta.layers.length - 1].units;
+      sizes.dense = last * V; sizes.denseBias = V; sizes.logits = V; sizes.zeros = widest;
+      const { arrays: a, offsets } = arena(this.kernel, sizes);
+      this.a = a; this.o = offsets;
       this.table = tensors.table.values;  // (V, G*u0): layer 0's projected input per id, bias included
       this.layers = meta.layers.map((l, n) => {
         const u = l.units, g = l.cell === "lstm" ? 4 : 3;
-        const layer = { cell: l.cell, units: u, gates: g };
-        layer.rec = transpose(tensors[`layer${n}.recurrent`].values, u, g * u);
+        a[`rec${n}`].set(transpose(tensors[`layer${n}.recurrent`].values, u, g * u));
+        const layer = {
+          cell: l.cell, units: u, gates: g, x: `x${n}`, r: `r${n}`, h: `h${n}`, c: `c${n}`, rec: `rec${n}`,
+          kernel: `kernel${n}`, inBias: `inBias${n}`, recBias: l.cell === "gru" ? `recBias${n}` : "zeros",
+          below: `h${n - 1}`,
+        };
         if (n > 0) {
-          const inDim = tensors[`layer${n}.kernel`].shape[0];
-          layer.inDim = inDim;
-          layer.kernel = transpose(tensors[`layer${n}.kernel`].values, inDim, g * u);
-          layer.inBias = tensors[`layer${n}.input_bias`].values;
+          layer.inDim = tensors[`layer${n}.kernel`].shape[0];
+          a[`kernel${n}`].set(transpose(tensors[`layer${n}.kernel`].values, layer.inDim, g * u));
+          a[`inBias${n}`].set(tensors[`layer${n}.input_bias`].values);
         }
-        if (l.cell === "gru") layer.recBias = tensors[`layer${n}.recurrent_bias`].values;
-        layer.x = new Float32Array(g * u);
-        layer.r = new Float32Array(g * u);
+        if (l.cell === "gru") a[`recBias${n}`].set(tensors[`layer${n}.recurrent_bias`].values);
         return layer;
       });
-      const last = this.layers[this.layers.length - 1].units;
-      this.dense = transpose(tensors["dense.kernel"].values, last, this.vocabSize);
-      this.denseBias = tensors["dense.bias"].values;  // the unknown id at -inf: never generated
-      this.logitsOut = new Float32Array(this.vocabSize);
+      a.dense.set(transpose(tensors["dense.kernel"].values, last, V));
+      a.denseBias.set(tensors["dense.bias"].values);  // the unknown id at -inf: never generated
+      this.logitsOut = a.logits;
       this.reset();
     }
 
+    // out = bias + x @ w, by name in the arena (bias "zeros" for none)
+    mv(x, w, k, n, bias, out) {
+      const a = this.a, o = this.o;
+      if (this.kernel) this.kernel.matvec(o[x], o[w], k, n, o[bias], o[out]);
+      else matvec(a[x], a[w], k, n, a[bias], a[out]);
+    }
+
     reset() {
-      this.state = this.layers.map((l) => ({ h: new Float32Array(l.units), c: new Float32Array(l.units) }));
+      this.layers.forEach((l, n) => { this.a[`h${n}`].fill(0); this.a[`c${n}`].fill(0); });
     }
 
     // feed one id; returns the next character's logits (a Float32Array reused by the next call)
     step(id) {
-      let below = null;
+      const a = this.a;
       for (let n = 0; n < this.layers.length; n++) {
-        const L = this.layers[n], u = L.units, st = this.state[n];
-        const x = L.x;
-        if (n === 0) {
-          const off = id * L.gates * u;
-          for (let j = 0; j < L.gates * u; j++) x[j] = this.table[off + j];
-        } else {
-          matvec(below, L.kernel, L.inDim, L.gates * u, L.inBias, x);
-        }
-        const r = L.r;
-        matvec(st.h, L.rec, u, L.gates * u, L.recBias || null, r);
-        const h = st.h;
+        const L = this.layers[n], u = L.units, gu = L.gates * u;
+        const x = a[L.x], r = a[L.r], h = a[L.h];
+        if (n === 0) x.set(this.table.subarray(id * gu, id * gu + gu));
+        else this.mv(L.below, L.kernel, L.inDim, gu, L.inBias, L.x);
+        this.mv(L.h, L.rec, u, gu, L.recBias, L.r);
         if (L.cell === "lstm") {
-          const c = st.c;
+          const c = a[L.c];
           for (let j = 0; j < u; j++) {
             const i = sigmoid(x[j] + r[j]);
             const f = sigmoid(x[u + j] + r[u + j]);
@@ -114,10 +160,9 @@
             h[j] = z * h[j] + (1 - z) * hh;
           }
         }
-        below = h;
       }
-      const last = this.layers[this.layers.length - 1];
-      matvec(below, this.dense, last.units, this.vocabSize, this.denseBias, this.logitsOut);
+      const top = this.layers[this.layers.length - 1];
+      this.mv(top.h, "dense", top.units, this.vocabSize, "denseBias", "logits");
       return this.logitsOut;
     }
   }
@@ -205,7 +250,8 @@
 
     // the weights that are sampled from (unnormalised), as sampling.probabilities
     weights(z) {
-      const V = this.V, p = new Float64Array(V);
+      const V = this.V, p = this.p || (this.p = new Float64Array(V));
+      p.fill(0);
       if (this.temperature === 0) {
         let best = 0;
         for (let i = 1; i < V; i++) if (z[i] > z[best]) best = i;
@@ -214,7 +260,7 @@
       }
       let m = -Infinity;
       for (let i = 0; i < V; i++) m = Math.max(m, z[i] / this.temperature);
-      const s = new Float64Array(V);
+      const s = this.s || (this.s = new Float64Array(V));
       for (let i = 0; i < V; i++) { s[i] = z[i] / this.temperature - m; p[i] = Math.exp(s[i]); }
       if (this.topK && this.topK < V) {
         const kth = Array.from(s).sort((a, b) => b - a)[this.topK - 1];
@@ -299,7 +345,8 @@
   async function load() {
     const meta = await (await fetch("model.json")).json();
     const buffer = await (await fetch("weights.bin")).arrayBuffer();
-    const net = new Network(meta, buffer);
+    // ?engine=js: the plain JavaScript product (tests compare both; the page takes WebAssembly where it can)
+    const net = new Network(meta, buffer, new URLSearchParams(location.search).get("engine") !== "js");
     const index = new Map(meta.vocabulary.map((c, i) => [c, i]));
     return { meta, net, index };
   }
@@ -364,7 +411,7 @@
       document.title = `${meta.name} · charlstm`;
       $("model-name").textContent = meta.name;
       const q = meta.quantized ? `, int8 weights (${meta.quantized.cost_nats >= 0 ? "+" : ""}${meta.quantized.cost_nats.toFixed(4)} nats/char)` : "";
-      $("model-info").textContent = `${meta.architecture}, ${meta.vocab_size} characters, recipe ${meta.recipe}${q} · runs in this page, no server`;
+      $("model-info").textContent = `${meta.architecture}, ${meta.vocab_size} characters, recipe ${meta.recipe}${q} · runs in this page (${api.net.engine}), no server`;
       const ngram = $("no_repeat_ngram");
       ngram.value = meta.sampling.no_repeat_ngram;
       ngram.dispatchEvent(new Event("input"));
