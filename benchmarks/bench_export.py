@@ -12,8 +12,9 @@ the Treasure Island vocabulary's size), it measures characters per second of one
   (d) with --ort-web DIR (an npm install of onnxruntime-web: DIR holds ort.wasm.min.js and its wasm files):
       the same ONNX graph in the same Chromium through onnxruntime-web's wasm backend, one thread, argmax
       sampling in JavaScript (one session.run per character);
-and the export's time and file sizes. Every speed is the best of three runs (the machine is shared). Prints
-Markdown tables. Not part of the test run.
+and the export's time and file sizes. Every engine runs once per round, in turn, for --rounds rounds; speeds are
+medians, the web/NumPy ratio the median of the rounds' ratios (the machine is shared: a round's engines see
+about the same load). Prints Markdown tables. Not part of the test run.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import functools
 import json
 import os
 import shutil
+import statistics
 import sys
 import tempfile
 import threading
@@ -93,26 +95,21 @@ def chromium():
     return d
 
 
-REPEAT = 3  # every figure is the best of three runs: the machine is shared, and the best is the least disturbed
+ROUNDS = 5  # every engine once per round, in turn; figures are medians over rounds (the machine is shared)
 
 
 def page_speed(driver, url: str, steps: int, script: str) -> float:
     driver.get(url)
-    best = 0.0
-    for _ in range(REPEAT):
-        result = driver.execute_async_script(script, steps)
-        best = max(best, result["chars"] / result["seconds"])
-    return best
+    driver.execute_async_script(script, 300)  # warm: the page's code compiled and tiered up
+    result = driver.execute_async_script(script, steps)
+    return result["chars"] / result["seconds"]
 
 
 def numpy_speed(model, steps: int) -> float:
-    model.generate("t", length=200, temperature=1.0, seed=0)  # warm
-    best = 0.0
-    for seed in range(REPEAT):
-        t0 = time.perf_counter()
-        model.generate("t", length=steps, temperature=1.0, seed=seed)
-        best = max(best, steps / (time.perf_counter() - t0))
-    return best
+    model.generate("t", length=300, temperature=1.0, seed=0)  # warm
+    t0 = time.perf_counter()
+    model.generate("t", length=steps, temperature=1.0, seed=1)
+    return steps / (time.perf_counter() - t0)
 
 
 def onnxruntime_speed(path: Path, steps: int) -> float:
@@ -128,19 +125,17 @@ def onnxruntime_speed(path: Path, steps: int) -> float:
     state = [np.zeros((1, i.shape[1]), np.float32) for i in inputs[1:]]
     rng = np.random.default_rng(0)
     ids = np.array([0], np.int64)
-    best = 0.0
-    for _ in range(REPEAT):
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            logits, *state = session.run(None, dict(zip(names, [ids, *state], strict=True)))
-            ids = sample(logits, rng.random(1), 1.0).astype(np.int64)
-        best = max(best, steps / (time.perf_counter() - t0))
-    return best
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        logits, *state = session.run(None, dict(zip(names, [ids, *state], strict=True)))
+        ids = sample(logits, rng.random(1), 1.0).astype(np.int64)
+    return steps / (time.perf_counter() - t0)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=4000)
+    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--rounds", type=int, default=ROUNDS)
     parser.add_argument("--ort-web", type=Path, default=None, help="onnxruntime-web's dist folder (npm install)")
     args = parser.parse_args()
 
@@ -173,15 +168,15 @@ def main() -> None:
                 seconds[f"web {label}"] = time.perf_counter() - t0
                 sizes[f"web {label}"] = rep["bytes"]
             js = "const [steps, done] = arguments; window.charlstm.ready.then(() => done(window.charlstm.bench(steps)))"
-            row = {
-                "model": f"2 x LSTM({units}), V={len(chars)}",
-                "numpy": numpy_speed(model, args.steps),
-                "web int8": page_speed(driver, f"{base}/{name}-int8/", args.steps, js),
-                "web float32": page_speed(driver, f"{base}/{name}-float32/", args.steps, js),
-                "web js": page_speed(driver, f"{base}/{name}-float32/?engine=js", args.steps, js),
-                "onnxruntime": onnxruntime_speed(root / f"{name}-float32.onnx", args.steps),
-                "sizes": sizes, "export_s": seconds,
+            part = functools.partial
+            engines = {
+                "numpy": part(numpy_speed, model, args.steps),
+                "web float32": part(page_speed, driver, f"{base}/{name}-float32/", args.steps, js),
+                "web int8": part(page_speed, driver, f"{base}/{name}-int8/", args.steps, js),
+                "web js": part(page_speed, driver, f"{base}/{name}-float32/?engine=js", args.steps, js),
+                "onnxruntime": part(onnxruntime_speed, root / f"{name}-float32.onnx", args.steps),
             }
+            row = {"model": f"2 x LSTM({units}), V={len(chars)}", "sizes": sizes, "export_s": seconds}
             if args.ort_web:
                 site = root / f"{name}-ortweb"
                 site.mkdir()
@@ -191,9 +186,16 @@ def main() -> None:
                 desc = json.loads((root / f"{name}-float32" / "model.json").read_text(encoding="utf-8"))
                 (site / "meta.json").write_text(json.dumps({k: desc[k] for k in ("inputs", "layers")}))
                 (site / "index.html").write_text(ORT_PAGE)
-                row["ort-web"] = page_speed(driver, f"{base}/{name}-ortweb/", args.steps,
-                                            "const [steps, done] = arguments; window.bench(steps).then(done)")
+                engines["ort-web"] = part(page_speed, driver, f"{base}/{name}-ortweb/", args.steps,
+                                          "const [steps, done] = arguments; window.bench(steps).then(done)")
                 row["ort-web bytes"] = sum(p.stat().st_size for p in site.iterdir())
+            runs: dict[str, list[float]] = {k: [] for k in engines}
+            for _ in range(args.rounds):
+                for key, measure in engines.items():
+                    runs[key].append(measure())
+            row |= {k: statistics.median(v) for k, v in runs.items()}
+            row["ratio"] = statistics.median(w / n for w, n in zip(runs["web float32"], runs["numpy"], strict=True))
+            row["runs"] = runs
             rows.append(row)
             print(json.dumps(row), flush=True)
     finally:
@@ -201,7 +203,8 @@ def main() -> None:
         httpd.shutdown()
         shutil.rmtree(root, ignore_errors=True)
 
-    print(f"\n{cpu_name()}; chars/s of one stream, {args.steps} characters each\n")
+    print(f"\n{cpu_name()}; chars/s of one stream, {args.steps} characters each, medians of {args.rounds} rounds "
+          "(the ratio: the median of each round's web/NumPy)\n")
     print("| model | NumPy runtime | web page (wasm SIMD, float32) | web page (wasm SIMD, int8) | ratio web/NumPy "
           "| web page (plain JS fallback) | onnxruntime (Python) |"
           + (" onnxruntime-web (wasm, 1 thread) |" if args.ort_web else ""))
@@ -209,7 +212,7 @@ def main() -> None:
     for r in rows:
         extra = f" {r['ort-web']:,.0f} |" if args.ort_web else ""
         print(f"| {r['model']} | {r['numpy']:,.0f} | {r['web float32']:,.0f} | {r['web int8']:,.0f} | "
-              f"{r['web float32'] / r['numpy']:.2f}x | {r['web js']:,.0f} | {r['onnxruntime']:,.0f} |{extra}")
+              f"{r['ratio']:.2f}x | {r['web js']:,.0f} | {r['onnxruntime']:,.0f} |{extra}")
     print("\n| model | export | seconds | bytes |\n|---|---|---|---|")
     for r in rows:
         for k, v in r["sizes"].items():

@@ -154,7 +154,7 @@ def quantized_with_cost(
     if log is not None:
         log(
             f"int8 weights: loss {cost['int8_nats']:.4f} nats/char against float32's {cost['float32_nats']:.4f} "
-            f"({cost['cost_nats']:+.4f} nats/char, {parts.nats_to_bits(cost['cost_nats']):+.4f} bits/char) "
+            f"({cost['cost_nats']:+.5f} nats/char, {parts.nats_to_bits(cost['cost_nats']):+.5f} bits/char) "
             f"on {where}"
         )
     return q, record
