@@ -1,6 +1,6 @@
 """The weights of one time step, as every export writes them, and the model's description for other runtimes.
 
-`step_weights(model)` takes the loaded model (what `charlstm.load` returns) and gives plain float32 arrays in
+`step_weights(model)` takes the loaded model (what `charlstm.load` returns, or its `Network`) and gives plain float32 arrays in
 Keras' gate order (LSTM i, f, c, o; GRU z, r, h with the recurrent bias apart, reset_after):
 
     table      (V, G*u)   layer 0's input projection for every character id, input bias included: the
@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 
 from charlstm.errors import CharlstmError
-from charlstm.generation.network import OneBlasThread
+from charlstm.generation.network import Network, OneBlasThread
+from charlstm.generation.processors import DEFAULT_NO_REPEAT_NGRAM
 
 FORMAT = "charlstm-step"
 FORMAT_VERSION = 1
@@ -90,8 +91,8 @@ def _unfuse(fused: np.ndarray, cell: str, units: int) -> np.ndarray:
     return out
 
 
-def _runtime(model: Any) -> Any:
-    """The object that holds the layers: the model itself, or its `network` (CharModel as a facade)."""
+def _runtime(model: Any) -> Network:
+    """The `Network` (generation/network.py) that runs the layers: a CharModel's, or the network itself."""
     return getattr(model, "network", model)
 
 
@@ -114,7 +115,7 @@ def step_weights(model: Any) -> StepWeights:
             input_bias=None if n == 0 else np.ascontiguousarray(bias if layer.cell == "lstm" else bias[0]),
             recurrent_bias=None if layer.cell == "lstm" else np.ascontiguousarray(bias[1]),
         ))
-    table = _unfuse(np.asarray(net._table0, np.float32), layers[0].cell, int(layers[0].units))
+    table = _unfuse(np.asarray(net.table0, np.float32), layers[0].cell, int(layers[0].units))
     return StepWeights(
         table=np.ascontiguousarray(table),
         layers=out_layers,
@@ -193,13 +194,15 @@ def describe(model: Any, weights: StepWeights) -> dict[str, Any]:
     """Everything a runtime other than charlstm needs to generate as `charlstm generate` does: vocabulary
     (a list of single characters: code points, so Chinese and emoji round-trip), preprocessing, special
     symbols, the recipe's sampling defaults and the step's inputs and outputs."""
+    from charlstm.generation.generate import repeat_limits
+
     net = _runtime(model)
-    meta = dict(getattr(model, "meta", None) or getattr(net, "meta", {}) or {})
+    meta = dict(net.meta or {})
     vocab = net.vocab
-    recipe = str(meta.get("recipe", "default"))
-    limits = model.repeat_limits(None) if hasattr(model, "repeat_limits") else None
+    recipe = net.recipe
+    limits = repeat_limits(net, None)  # the model's default: "auto" (the training text's runs) or none
     items = meta.get("items") or None
-    window = getattr(net, "window", None)
+    window = net.window
     state_inputs = [f"{name}{n}" for n, layer in enumerate(weights.layers) for name in layer.state_names]
     return {
         "format": FORMAT,
@@ -235,8 +238,6 @@ def describe(model: Any, weights: StepWeights) -> dict[str, Any]:
 
 
 def _default_ngram(recipe: str) -> int:
-    from charlstm.generation.processors import DEFAULT_NO_REPEAT_NGRAM
-
     return DEFAULT_NO_REPEAT_NGRAM if recipe == "default" else 0
 
 
@@ -252,12 +253,11 @@ def validation_ids(model: Any, limit: int = 50_000) -> tuple[np.ndarray, str] | 
     from charlstm.data.sources import TextOptions
 
     net = _runtime(model)
-    meta = getattr(model, "meta", None) or getattr(net, "meta", {}) or {}
-    source = (meta.get("corpus") or {}).get("source")
+    source = (net.meta.get("corpus") or {}).get("source")
     if not source:
         return None
     try:
-        corpus = corpus_for_training(source, TextOptions.from_settings(dict(meta.get("config") or {})),
+        corpus = corpus_for_training(source, TextOptions.from_settings(dict(net.meta.get("config") or {})),
                                      verbose=False, download=False)
         val = np.asarray(corpus.val_ids[:limit])
         if len(val) < 2:

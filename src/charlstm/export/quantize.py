@@ -72,16 +72,15 @@ def measure_text(model: Any, text: str | None) -> tuple[np.ndarray, str]:
     from what its file records), else its seed primes."""
     net = parts._runtime(model)
     if text is not None:
-        ids = net.vocab.encode(model.prepare(text), unknown="skip")
+        ids = net.vocab.encode(net.prepare(text), unknown="skip")
         if len(ids) < 2:
             raise CharlstmError("the text to measure the loss on has fewer than two known characters")
         return ids, f"the given text ({len(ids):,} characters)"
     found = parts.validation_ids(model)
     if found is not None:
         return found
-    meta = getattr(model, "meta", {}) or {}
-    seeds = "".join(str(s) for s in (meta.get("seeds") or []))
-    ids = net.vocab.encode(model.prepare(seeds), unknown="skip") if seeds else np.zeros(0, np.int64)
+    seeds = "".join(str(s) for s in (net.meta.get("seeds") or []))
+    ids = net.vocab.encode(net.prepare(seeds), unknown="skip") if seeds else np.zeros(0, np.int64)
     if len(ids) < 2:
         raise CharlstmError(
             "cannot measure what 8-bit weights cost: the model file records no validation text and no seeds; "

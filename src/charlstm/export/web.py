@@ -76,7 +76,7 @@ def web_files(
         q, cost = quantized_with_cost(model, weights, quantize_mode, text, log)
         description["quantized"] = cost
     blob, manifest = _weights_blob(weights, q)
-    path = getattr(model, "path", None)
+    path = parts._runtime(model).path
     description["name"] = name or (Path(path).stem if path else "model")
     if description["name"] == "model" and path:  # runs/NAME/model.keras: the run's name
         description["name"] = Path(path).parent.name
