@@ -8,7 +8,7 @@
   // Weights come in Keras' layout (in, out); each matrix is kept transposed (out, in) so every output is one
   // dot product over contiguous memory. LSTM gates i, f, c, o; GRU z, r, h (reset_after).
   function transpose(w, rows, cols) {
-    const t = new Float32Array(rows * cols);
+    const t = new w.constructor(rows * cols);
     for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) t[j * rows + i] = w[i * cols + j];
     return t;
   }
@@ -33,7 +33,7 @@
   function sigmoid(x) { return 1 / (1 + Math.exp(-x)); }
 
   // the same product in WebAssembly SIMD (matvec.wat; rebuilt by build_wasm.mjs): several times faster
-  const WASM_MATVEC = "AGFzbQEAAAABHwRgA39/fwF9YAF7AX1gBX9/f399AX1gBn9/f39/fwADBQQAAQIDBQMBAAEHEwIGbWVtb3J5AgAGbWF0dmVjAAMK3wUElgEEAX8BewF9AX8gAkF8cSEGAkADQCADIAZPDQEgBCAAIANBAnRq/QAEACABIANBAnRq/QAEAP3mAf3kASEEIANBBGohAwwACwsgBP0fACAE/R8BkiAE/R8CIAT9HwOSkiEFAkADQCADIAJPDQEgBSAAIANBAnRqKgIAIAEgA0ECdGoqAgCUkiEFIANBAWohAwwACwsgBQsZACAA/R8AIAD9HwGSIAD9HwIgAP0fA5KSCzYAAkADQCACIANPDQEgBCAAIAJBAnRqKgIAIAEgAkECdGoqAgCUkiEEIAJBAWohAgwACwsgBAvzAwMLfwV7AX8gAkECdCEIIAJBfHEhCSADQXxxIQoCQANAIAYgCk8NASABIAYgCGxqIQsgCyAIaiEMIAwgCGohDSANIAhqIQ79DAAAAAAAAAAAAAAAAAAAAAAhEf0MAAAAAAAAAAAAAAAAAAAAACES/QwAAAAAAAAAAAAAAAAAAAAAIRP9DAAAAAAAAAAAAAAAAAAAAAAhFEEAIQcCQANAIAcgCU8NASAHQQJ0IRAgACAQav0ABAAhFSARIBUgCyAQav0ABAD95gH95AEhESASIBUgDCAQav0ABAD95gH95AEhEiATIBUgDSAQav0ABAD95gH95AEhEyAUIBUgDiAQav0ABAD95gH95AEhFCAHQQRqIQcMAAsLIAZBAnQhFiAFIBZqIAQgFmoqAgAgACALIAkgAiAREAEQApI4AgAgBSAWQQRqaiAEIBZBBGpqKgIAIAAgDCAJIAIgEhABEAKSOAIAIAUgFkEIamogBCAWQQhqaioCACAAIA0gCSACIBMQARACkjgCACAFIBZBDGpqIAQgFkEMamoqAgAgACAOIAkgAiAUEAEQApI4AgAgBkEEaiEGDAALCwJAA0AgBiADTw0BIAZBAnQhFiAFIBZqIAQgFmoqAgAgACABIAYgCGxqIAIQAJI4AgAgBkEBaiEGDAALCws=";
+  const WASM_MATVEC = "AGFzbQEAAAABHwRgA39/fwF9YAF7AX1gBX9/f399AX1gBn9/f39/fwADBwYAAQIDAAMFAwEAAQcdAwZtZW1vcnkCAAZtYXR2ZWMAAwdtYXR2ZWM4AAUKzgcGlgEEAX8BewF9AX8gAkF8cSEGAkADQCADIAZPDQEgBCAAIANBAnRq/QAEACABIANBAnRq/QAEAP3mAf3kASEEIANBBGohAwwACwsgBP0fACAE/R8BkiAE/R8CIAT9HwOSkiEFAkADQCADIAJPDQEgBSAAIANBAnRqKgIAIAEgA0ECdGoqAgCUkiEFIANBAWohAwwACwsgBQsZACAA/R8AIAD9HwGSIAD9HwIgAP0fA5KSCzYAAkADQCACIANPDQEgBCAAIAJBAnRqKgIAIAEgAkECdGoqAgCUkiEEIAJBAWohAgwACwsgBAvzAwMLfwV7AX8gAkECdCEIIAJBfHEhCSADQXxxIQoCQANAIAYgCk8NASABIAYgCGxqIQsgCyAIaiEMIAwgCGohDSANIAhqIQ79DAAAAAAAAAAAAAAAAAAAAAAhEf0MAAAAAAAAAAAAAAAAAAAAACES/QwAAAAAAAAAAAAAAAAAAAAAIRP9DAAAAAAAAAAAAAAAAAAAAAAhFEEAIQcCQANAIAcgCU8NASAHQQJ0IRAgACAQav0ABAAhFSARIBUgCyAQav0ABAD95gH95AEhESASIBUgDCAQav0ABAD95gH95AEhEiATIBUgDSAQav0ABAD95gH95AEhEyAUIBUgDiAQav0ABAD95gH95AEhFCAHQQRqIQcMAAsLIAZBAnQhFiAFIBZqIAQgFmoqAgAgACALIAkgAiAREAEQApI4AgAgBSAWQQRqaiAEIBZBBGpqKgIAIAAgDCAJIAIgEhABEAKSOAIAIAUgFkEIamogBCAWQQhqaioCACAAIA0gCSACIBMQARACkjgCACAFIBZBDGpqIAQgFkEMamoqAgAgACAOIAkgAiAUEAEQApI4AgAgBkEEaiEGDAALCwJAA0AgBiADTw0BIAZBAnQhFiAFIBZqIAQgFmoqAgAgACABIAYgCGxqIAIQAJI4AgAgBkEBaiEGDAALCwusAQMCfwN7AX0gAkF4cSEEAkADQCADIARPDQEgASADav0BAwAhByAFIAAgA0ECdGr9AAQAIAf9pwH9+gH95gH95AEhBSAGIAAgA0EEakECdGr9AAQAIAf9qAH9+gH95gH95AEhBiADQQhqIQMMAAsLIAUgBv3kARABIQgCQANAIAMgAk8NASAIIAAgA0ECdGoqAgAgASADaiwAALKUkiEIIANBAWohAwwACwsgCAtAAQJ/AkADQCAGIANPDQEgBkECdCEHIAUgB2ogBCAHaioCACAAIAEgBiACbGogAhAEkjgCACAGQQFqIQYMAAsLCw==";
   function wasmKernel() {
     try {
       const bytes = Uint8Array.from(atob(WASM_MATVEC), (c) => c.charCodeAt(0));
@@ -44,65 +44,82 @@
     }
   }
 
-  // Float32Arrays for every weight and buffer: in the kernel's memory when there is one, each with its byte
-  // offset there (`offsets`), else plain arrays (the JavaScript product)
+  // typed arrays for every weight and buffer ({name: [length, Float32Array or Int8Array]}): in the kernel's
+  // memory when there is one, each with its byte offset there (`offsets`), else plain arrays
   function arena(kernel, sizes) {
     const out = {}, offsets = {};
     if (!kernel) {
-      for (const [name, n] of Object.entries(sizes)) { out[name] = new Float32Array(n); offsets[name] = 0; }
+      for (const [name, [n, Type]] of Object.entries(sizes)) { out[name] = new Type(n); offsets[name] = 0; }
       return { arrays: out, offsets };
     }
     let at = 0;
-    for (const [name, n] of Object.entries(sizes)) { offsets[name] = at; at += Math.ceil((4 * n) / 16) * 16; }
+    for (const [name, [n, Type]] of Object.entries(sizes)) {
+      offsets[name] = at;
+      at += Math.ceil((Type.BYTES_PER_ELEMENT * n) / 16) * 16;
+    }
     const need = Math.ceil(at / 65536) - kernel.memory.buffer.byteLength / 65536;
     if (need > 0) kernel.memory.grow(need);
-    for (const [name, n] of Object.entries(sizes)) out[name] = new Float32Array(kernel.memory.buffer, offsets[name], n);
+    for (const [name, [n, Type]] of Object.entries(sizes)) out[name] = new Type(kernel.memory.buffer, offsets[name], n);
     return { arrays: out, offsets };
   }
 
   class Network {
     constructor(meta, buffer, useWasm = true) {
       this.meta = meta;
+      this.kernel = useWasm ? wasmKernel() : null;
+      this.engine = this.kernel ? "WebAssembly SIMD" : "JavaScript";
       const tensors = {};
       for (const t of meta.weights) {
         const size = t.shape.reduce((a, b) => a * b, 1);
-        let values;
         if (t.dtype === "int8") {  // per-row scales: w = q * scale[row]; the math stays float32
           const q = new Int8Array(buffer, t.offset, size);
-          const scale = new Float32Array(buffer, t.scale_offset, t.shape[0]);
-          const cols = t.shape[1];
-          values = new Float32Array(size);
-          for (let r = 0; r < t.shape[0]; r++) {
-            const s = scale[r];
-            for (let c = 0; c < cols; c++) values[r * cols + c] = q[r * cols + c] * s;
+          const scale = new Float32Array(buffer.slice(t.scale_offset, t.scale_offset + 4 * t.shape[0]));
+          if (this.kernel && t.name !== "table") {  // kept 8-bit: the kernel reads a quarter of the bytes
+            tensors[t.name] = { values: q, scale, shape: t.shape, int8: true };
+            continue;
           }
+          const cols = t.shape[1], values = new Float32Array(size);
+          for (let r = 0; r < t.shape[0]; r++) {
+            const sc = scale[r];
+            for (let c = 0; c < cols; c++) values[r * cols + c] = q[r * cols + c] * sc;
+          }
+          tensors[t.name] = { values, shape: t.shape };
         } else {
-          values = new Float32Array(buffer.slice(t.offset, t.offset + 4 * size));
+          tensors[t.name] = { values: new Float32Array(buffer.slice(t.offset, t.offset + 4 * size)), shape: t.shape };
         }
-        tensors[t.name] = { values, shape: t.shape };
       }
       const V = (this.vocabSize = meta.vocab_size);
-      this.kernel = useWasm ? wasmKernel() : null;
-      this.engine = this.kernel ? "WebAssembly SIMD" : "JavaScript";
-      // what lives in the arena: transposed matrices, biases, and the step's buffers
-      const sizes = {};
+      // what lives in the arena: transposed matrices (and an 8-bit one's scales and scaled input), biases, and
+      // the step's buffers
+      const sizes = {}, F = Float32Array;
+      const matrix = (name, tensor) => {
+        const [k, n] = tensor.shape;
+        sizes[name] = [k * n, tensor.int8 ? Int8Array : F];
+        if (tensor.int8) { sizes[`${name}.scale`] = [k, F]; sizes[`${name}.xs`] = [k, F]; }
+      };
       let widest = V;
       meta.layers.forEach((l, n) => {
         const g = l.cell === "lstm" ? 4 : 3, u = l.units;
         widest = Math.max(widest, g * u);
-        sizes[`rec${n}`] = u * g * u;
-        if (n > 0) { sizes[`kernel${n}`] = tensors[`layer${n}.kernel`].values.length; sizes[`inBias${n}`] = g * u; }
-        if (l.cell === "gru") sizes[`recBias${n}`] = g * u;
-        sizes[`x${n}`] = g * u; sizes[`r${n}`] = g * u; sizes[`h${n}`] = u; sizes[`c${n}`] = u;
+        matrix(`rec${n}`, tensors[`layer${n}.recurrent`]);
+        if (n > 0) { matrix(`kernel${n}`, tensors[`layer${n}.kernel`]); sizes[`inBias${n}`] = [g * u, F]; }
+        if (l.cell === "gru") sizes[`recBias${n}`] = [g * u, F];
+        for (const b of ["x", "r"]) sizes[`${b}${n}`] = [g * u, F];
+        for (const b of ["h", "c"]) sizes[`${b}${n}`] = [u, F];
       });
-      const last = meta.layers[meta.layers.length - 1].units;
-      sizes.dense = last * V; sizes.denseBias = V; sizes.logits = V; sizes.zeros = widest;
+      matrix("dense", tensors["dense.kernel"]);
+      sizes.denseBias = [V, F]; sizes.logits = [V, F]; sizes.zeros = [widest, F];
       const { arrays: a, offsets } = arena(this.kernel, sizes);
       this.a = a; this.o = offsets;
+      this.int8 = {};
+      const place = (name, tensor) => {
+        a[name].set(transpose(tensor.values, tensor.shape[0], tensor.shape[1]));
+        if (tensor.int8) { a[`${name}.scale`].set(tensor.scale); this.int8[name] = { xs: `${name}.xs`, sc: `${name}.scale` }; }
+      };
       this.table = tensors.table.values;  // (V, G*u0): layer 0's projected input per id, bias included
       this.layers = meta.layers.map((l, n) => {
         const u = l.units, g = l.cell === "lstm" ? 4 : 3;
-        a[`rec${n}`].set(transpose(tensors[`layer${n}.recurrent`].values, u, g * u));
+        place(`rec${n}`, tensors[`layer${n}.recurrent`]);
         const layer = {
           cell: l.cell, units: u, gates: g, x: `x${n}`, r: `r${n}`, h: `h${n}`, c: `c${n}`, rec: `rec${n}`,
           kernel: `kernel${n}`, inBias: `inBias${n}`, recBias: l.cell === "gru" ? `recBias${n}` : "zeros",
@@ -110,13 +127,13 @@
         };
         if (n > 0) {
           layer.inDim = tensors[`layer${n}.kernel`].shape[0];
-          a[`kernel${n}`].set(transpose(tensors[`layer${n}.kernel`].values, layer.inDim, g * u));
+          place(`kernel${n}`, tensors[`layer${n}.kernel`]);
           a[`inBias${n}`].set(tensors[`layer${n}.input_bias`].values);
         }
         if (l.cell === "gru") a[`recBias${n}`].set(tensors[`layer${n}.recurrent_bias`].values);
         return layer;
       });
-      a.dense.set(transpose(tensors["dense.kernel"].values, last, V));
+      place("dense", tensors["dense.kernel"]);
       a.denseBias.set(tensors["dense.bias"].values);  // the unknown id at -inf: never generated
       this.logitsOut = a.logits;
       this.reset();
@@ -125,7 +142,12 @@
     // out = bias + x @ w, by name in the arena (bias "zeros" for none)
     mv(x, w, k, n, bias, out) {
       const a = this.a, o = this.o;
-      if (this.kernel) this.kernel.matvec(o[x], o[w], k, n, o[bias], o[out]);
+      const q = this.int8[w];
+      if (q) {  // x times the row scales, then the 8-bit product
+        const xs = a[q.xs], sc = a[q.sc], xv = a[x];
+        for (let i = 0; i < k; i++) xs[i] = xv[i] * sc[i];
+        this.kernel.matvec8(o[q.xs], o[w], k, n, o[bias], o[out]);
+      } else if (this.kernel) this.kernel.matvec(o[x], o[w], k, n, o[bias], o[out]);
       else matvec(a[x], a[w], k, n, a[bias], a[out]);
     }
 

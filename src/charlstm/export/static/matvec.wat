@@ -91,4 +91,39 @@
           (call $dot (local.get $x) (i32.add (local.get $w) (i32.mul (local.get $j) (local.get $row))) (local.get $k))))
       (local.set $j (i32.add (local.get $j) (i32.const 1)))
       (br $l))))
+;; the same product over int8 weights q (n, k) with x already multiplied by the row scales (w = q * scale
+  ;; per input row): out[j] = bias[j] + dot(x * scale, q[j, :]). A quarter of the memory read per step.
+  (func $dot8 (param $x i32) (param $w i32) (param $k i32) (result f32)
+    (local $i i32) (local $k8 i32) (local $a v128) (local $b v128) (local $q v128) (local $s f32)
+    (local.set $k8 (i32.and (local.get $k) (i32.const -8)))
+    (block $done (loop $l
+      (br_if $done (i32.ge_u (local.get $i) (local.get $k8)))
+      (local.set $q (v128.load8x8_s (i32.add (local.get $w) (local.get $i))))
+      (local.set $a (f32x4.add (local.get $a) (f32x4.mul
+        (v128.load (i32.add (local.get $x) (i32.shl (local.get $i) (i32.const 2))))
+        (f32x4.convert_i32x4_s (i32x4.extend_low_i16x8_s (local.get $q))))))
+      (local.set $b (f32x4.add (local.get $b) (f32x4.mul
+        (v128.load (i32.add (local.get $x) (i32.shl (i32.add (local.get $i) (i32.const 4)) (i32.const 2))))
+        (f32x4.convert_i32x4_s (i32x4.extend_high_i16x8_s (local.get $q))))))
+      (local.set $i (i32.add (local.get $i) (i32.const 8)))
+      (br $l)))
+    (local.set $s (call $hsum (f32x4.add (local.get $a) (local.get $b))))
+    (block $d2 (loop $l2
+      (br_if $d2 (i32.ge_u (local.get $i) (local.get $k)))
+      (local.set $s (f32.add (local.get $s)
+        (f32.mul (f32.load (i32.add (local.get $x) (i32.shl (local.get $i) (i32.const 2))))
+                 (f32.convert_i32_s (i32.load8_s (i32.add (local.get $w) (local.get $i)))))))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br $l2)))
+    (local.get $s))
+  (func (export "matvec8") (param $x i32) (param $w i32) (param $k i32) (param $n i32) (param $b i32) (param $out i32)
+    (local $j i32) (local $o i32)
+    (block $done (loop $l
+      (br_if $done (i32.ge_u (local.get $j) (local.get $n)))
+      (local.set $o (i32.shl (local.get $j) (i32.const 2)))
+      (f32.store (i32.add (local.get $out) (local.get $o))
+        (f32.add (f32.load (i32.add (local.get $b) (local.get $o)))
+          (call $dot8 (local.get $x) (i32.add (local.get $w) (i32.mul (local.get $j) (local.get $k))) (local.get $k))))
+      (local.set $j (i32.add (local.get $j) (i32.const 1)))
+      (br $l))))
 )
