@@ -5,9 +5,10 @@ runtime, single stream, on the same machine in one run.
 
 For 2 x LSTM(128) and 2 x LSTM(256) on a 64-wide embedding (random weights: speed does not depend on training;
 the Treasure Island vocabulary's size), it measures characters per second of one stream for
-  (a) the NumPy runtime: `model.generate`, temperature 1, the default recipe's 20-gram ban;
+  (a) the NumPy runtime: `model.generate`, temperature 1, plain sampling, and with the default recipe's
+      20-gram ban;
   (b) the exported page (`charlstm export --web`), float32 and int8, in headless Chromium: `charlstm.bench(n)`,
-      the same sampling, timed inside the page (loading not included);
+      the same sampling, timed inside the page (loading not included), and its plain-JavaScript fallback;
   (c) onnxruntime (Python) running the exported step graph, with NumPy sampling (one session.run per character);
   (d) with --ort-web DIR (an npm install of onnxruntime-web: DIR holds ort.wasm.min.js and its wasm files):
       the same ONNX graph in the same Chromium through onnxruntime-web's wasm backend, one thread, argmax
@@ -98,17 +99,17 @@ def chromium():
 ROUNDS = 5  # every engine once per round, in turn; figures are medians over rounds (the machine is shared)
 
 
-def page_speed(driver, url: str, steps: int, script: str) -> float:
+def page_speed(driver, url: str, steps: int, script: str, ngram: int = 0) -> float:
     driver.get(url)
-    driver.execute_async_script(script, 300)  # warm: the page's code compiled and tiered up
-    result = driver.execute_async_script(script, steps)
+    driver.execute_async_script(script, 300, ngram)  # warm: the page's code compiled and tiered up
+    result = driver.execute_async_script(script, steps, ngram)
     return result["chars"] / result["seconds"]
 
 
-def numpy_speed(model, steps: int) -> float:
-    model.generate("t", length=300, temperature=1.0, seed=0)  # warm
+def numpy_speed(model, steps: int, ngram: int = 0) -> float:
+    model.generate("t", length=300, temperature=1.0, seed=0, no_repeat_ngram=ngram)  # warm
     t0 = time.perf_counter()
-    model.generate("t", length=steps, temperature=1.0, seed=1)
+    model.generate("t", length=steps, temperature=1.0, seed=1, no_repeat_ngram=ngram)
     return steps / (time.perf_counter() - t0)
 
 
@@ -167,7 +168,8 @@ def main() -> None:
                 rep = export_web(model, root / f"{name}-{label}", quantize_mode=q, text=text[:20_000], log=None)
                 seconds[f"web {label}"] = time.perf_counter() - t0
                 sizes[f"web {label}"] = rep["bytes"]
-            js = "const [steps, done] = arguments; window.charlstm.ready.then(() => done(window.charlstm.bench(steps)))"
+            js = ("const [steps, ngram, done] = arguments; "
+                  "window.charlstm.ready.then(() => done(window.charlstm.bench(steps, ngram)))")
             part = functools.partial
             engines = {
                 "numpy": part(numpy_speed, model, args.steps),
@@ -175,6 +177,9 @@ def main() -> None:
                 "web int8": part(page_speed, driver, f"{base}/{name}-int8/", args.steps, js),
                 "web js": part(page_speed, driver, f"{base}/{name}-float32/?engine=js", args.steps, js),
                 "onnxruntime": part(onnxruntime_speed, root / f"{name}-float32.onnx", args.steps),
+                # the default recipe's sampling: the 20-gram ban, in Python and in the page
+                "numpy ban": part(numpy_speed, model, args.steps, 20),
+                "web float32 ban": part(page_speed, driver, f"{base}/{name}-float32/", args.steps, js, 20),
             }
             row = {"model": f"2 x LSTM({units}), V={len(chars)}", "sizes": sizes, "export_s": seconds}
             if args.ort_web:
@@ -187,7 +192,7 @@ def main() -> None:
                 (site / "meta.json").write_text(json.dumps({k: desc[k] for k in ("inputs", "layers")}))
                 (site / "index.html").write_text(ORT_PAGE)
                 engines["ort-web"] = part(page_speed, driver, f"{base}/{name}-ortweb/", args.steps,
-                                          "const [steps, done] = arguments; window.bench(steps).then(done)")
+                                          "const [steps, ngram, done] = arguments; window.bench(steps).then(done)")
                 row["ort-web bytes"] = sum(p.stat().st_size for p in site.iterdir())
             runs: dict[str, list[float]] = {k: [] for k in engines}
             for _ in range(args.rounds):
@@ -195,6 +200,8 @@ def main() -> None:
                     runs[key].append(measure())
             row |= {k: statistics.median(v) for k, v in runs.items()}
             row["ratio"] = statistics.median(w / n for w, n in zip(runs["web float32"], runs["numpy"], strict=True))
+            row["ratio ban"] = statistics.median(
+                w / n for w, n in zip(runs["web float32 ban"], runs["numpy ban"], strict=True))
             row["runs"] = runs
             rows.append(row)
             print(json.dumps(row), flush=True)
@@ -205,14 +212,19 @@ def main() -> None:
 
     print(f"\n{cpu_name()}; chars/s of one stream, {args.steps} characters each, medians of {args.rounds} rounds "
           "(the ratio: the median of each round's web/NumPy)\n")
+    print("Plain sampling (temperature 1, no logit processors):\n")
     print("| model | NumPy runtime | web page (wasm SIMD, float32) | web page (wasm SIMD, int8) | ratio web/NumPy "
           "| web page (plain JS fallback) | onnxruntime (Python) |"
-          + (" onnxruntime-web (wasm, 1 thread) |" if args.ort_web else ""))
+          + (" onnxruntime-web (wasm, 1 thread, argmax) |" if args.ort_web else ""))
     print("|---|---|---|---|---|---|---|" + ("---|" if args.ort_web else ""))
     for r in rows:
         extra = f" {r['ort-web']:,.0f} |" if args.ort_web else ""
         print(f"| {r['model']} | {r['numpy']:,.0f} | {r['web float32']:,.0f} | {r['web int8']:,.0f} | "
               f"{r['ratio']:.2f}x | {r['web js']:,.0f} | {r['onnxruntime']:,.0f} |{extra}")
+    print("\nThe default recipe's sampling (temperature 1, the 20-gram ban):\n")
+    print("| model | NumPy runtime | web page (wasm SIMD, float32) | ratio web/NumPy |\n|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['model']} | {r['numpy ban']:,.0f} | {r['web float32 ban']:,.0f} | {r['ratio ban']:.2f}x |")
     print("\n| model | export | seconds | bytes |\n|---|---|---|---|")
     for r in rows:
         for k, v in r["sizes"].items():

@@ -400,8 +400,9 @@
     return Array.from(characters(api.net, api.meta, api.index, opts)).join("");
   };
   // characters per second of one stream, sampling included (benchmarks/bench_export.py)
-  api.bench = (steps) => {
+  api.bench = (steps, ngram) => {
     const opts = api.options({ prime: api.meta.vocabulary[0], length: steps, temperature: 1, seed: 1 });
+    if (ngram !== undefined) opts.no_repeat_ngram = ngram;
     const t0 = performance.now();
     let n = 0;
     for (const ch of characters(api.net, api.meta, api.index, opts)) n += ch.length > 0 ? 1 : 0;
