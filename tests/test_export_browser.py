@@ -152,6 +152,24 @@ def test_greedy_text_is_the_runtimes_with_the_recipes_processors(driver, site) -
         assert got == model.generate("the captain ", length=300, temperature=0, **kw), options
 
 
+def test_a_seed_draws_the_text_charlstm_generate_draws(driver, site) -> None:
+    """The page's random stream is NumPy's (SeedSequence + PCG64), so a seed gives the runtime's text, with
+    truncations and the recipe's processors too (unless a logit lands within ~1e-6 of a draw's boundary)."""
+    base, models = site
+    open_page(driver, f"{base}/lstm/")
+    model = models["lstm"]
+    for page, kw in (
+        ({"temperature": 1, "seed": 7}, {"temperature": 1.0, "seed": 7}),
+        ({"temperature": 0.7, "top_k": 10, "top_p": 0.9, "seed": 2**40 + 3},
+         {"temperature": 0.7, "top_k": 10, "top_p": 0.9, "seed": 2**40 + 3}),
+        ({"temperature": 1.2, "no_repeat_ngram": 6, "repetition_penalty": 1.3, "seed": 0},
+         {"temperature": 1.2, "no_repeat_ngram": 6, "repetition_penalty": 1.3, "seed": 0}),
+    ):
+        got = driver.execute_script(
+            "return window.charlstm.generate(Object.assign({prime: 'the captain ', length: 400}, arguments[0]))", page)
+        assert got == model.generate("the captain ", length=400, **kw), page
+
+
 def test_generate_in_the_page_a_seed_gives_the_same_text_twice_and_it_fits_a_phone(driver, site, tmp_path) -> None:
     from selenium.webdriver.common.by import By
 
@@ -177,6 +195,7 @@ def test_generate_in_the_page_a_seed_gives_the_same_text_twice_and_it_fits_a_pho
 
     first, again, other = run("7"), run("7"), run("8")
     assert len(first) == 600 and first == again and other != first
+    assert first == models["lstm"].generate(None, length=600, seed=7)  # what `charlstm generate --seed 7` writes
     assert js("return document.querySelector('#output .prime-text').textContent") == "the captain "  # the seed prime
     # streaming: a long generation shows text before it is done, and Stop ends it
     js("const l = document.getElementById('length'); l.max = 200000; l.value = 200000; l.dispatchEvent(new Event('input'))")

@@ -1,4 +1,4 @@
-// charlstm in the browser: the NumPy runtime's step over Float32Arrays, its sampling, and the page.
+// charlstm in the browser: the NumPy runtime's step over Float32Arrays, its sampling and random stream, the page.
 // No dependency, nothing fetched but model.json and weights.bin beside this file.
 // window.charlstm = {ready, meta, logits(text, all), generate(options), bench(steps)} for tests and scripts.
 "use strict";
@@ -208,17 +208,74 @@
     return { ids, dropped };
   }
 
-  // -- randomness: a seeded generator (splitmix32 -> 53-bit uniforms), so a seed gives the same text again -
-  function rngFrom(seed) {
-    let s = seed >>> 0;
-    const next32 = () => {
-      s = (s + 0x9e3779b9) >>> 0;
-      let z = s;
-      z = Math.imul(z ^ (z >>> 16), 0x85ebca6b) >>> 0;
-      z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35) >>> 0;
-      return (z ^ (z >>> 16)) >>> 0;
+  // -- randomness: NumPy's own generator, so a seed draws what `charlstm generate --seed` draws -------------
+  // default_rng(seed).random(): SeedSequence's hash of the seed into PCG64's state, PCG64 (XSL-RR) steps in
+  // 128-bit BigInt arithmetic, doubles from the top 53 bits; integers(n) as NumPy's bounded draw (Lemire's)
+  function numpyRandom(seed) {
+    const M32 = 0xffffffff;
+    const mul = (a, b) => Math.imul(a, b) >>> 0;
+    let words = [];
+    let big = BigInt(seed);
+    if (big === 0n) words = [0];
+    while (big > 0n) { words.push(Number(big & 0xffffffffn)); big >>= 32n; }
+    let hc = 0x43b0d7e5;
+    const hashmix = (v) => {
+      v = (v ^ hc) >>> 0;
+      hc = mul(hc, 0x931e8875);
+      v = mul(v, hc);
+      return (v ^ (v >>> 16)) >>> 0;
     };
-    return () => ((next32() >>> 5) * 67108864 + (next32() >>> 6)) / 9007199254740992;
+    const mix = (x, y) => {
+      let r = (mul(0xca01f9dd, x) - mul(0x4973f715, y)) >>> 0;
+      return (r ^ (r >>> 16)) >>> 0;
+    };
+    const pool = [0, 0, 0, 0];
+    for (let i = 0; i < 4; i++) pool[i] = hashmix(i < words.length ? words[i] : 0);
+    for (let s = 0; s < 4; s++) for (let d = 0; d < 4; d++) if (s !== d) pool[d] = mix(pool[d], hashmix(pool[s]));
+    for (let s = 4; s < words.length; s++) for (let d = 0; d < 4; d++) pool[d] = mix(pool[d], hashmix(words[s]));
+    let hb = 0x8b51f9dd;
+    const st = [];
+    for (let i = 0; i < 8; i++) {
+      let v = (pool[i % 4] ^ hb) >>> 0;
+      hb = mul(hb, 0x58f38ded);
+      v = mul(v, hb);
+      st.push((v ^ (v >>> 16)) >>> 0);
+    }
+    const u64 = (lo, hi) => (BigInt(hi) << 32n) | BigInt(lo);
+    const v = [u64(st[0], st[1]), u64(st[2], st[3]), u64(st[4], st[5]), u64(st[6], st[7])];
+    const MASK = (1n << 128n) - 1n, MULT = 0x2360ED051FC65DA44385DF649FCCF645n;
+    const initstate = (v[0] << 64n) | v[1], initseq = (v[2] << 64n) | v[3];
+    const inc = ((initseq << 1n) | 1n) & MASK;
+    let state = 0n;
+    const stepS = () => { state = (state * MULT + inc) & MASK; };
+    stepS(); state = (state + initstate) & MASK; stepS();
+    const M64 = (1n << 64n) - 1n;
+    const next64 = () => {
+      stepS();
+      const x = ((state >> 64n) ^ state) & M64, rot = state >> 122n;
+      return ((x >> rot) | (x << ((64n - rot) & 63n))) & M64;
+    };
+    const random = () => Number(next64() >> 11n) / 9007199254740992;
+    // integers(n) for n < 2**32: Lemire's bounded method over buffered 32-bit halves, as NumPy draws them
+    let half = null;
+    const next32 = () => {
+      if (half !== null) { const h = half; half = null; return h; }
+      const v = next64();
+      half = Number(v >> 32n);
+      return Number(v & 0xffffffffn);
+    };
+    random.integers = (n) => {
+      const rng = n - 1;
+      if (rng === 0) return 0;
+      const excl = BigInt(rng + 1);
+      let m = BigInt(next32()) * excl, left = Number(m & 0xffffffffn);
+      if (left < rng + 1) {
+        const threshold = Number(((1n << 32n) - excl) % excl);
+        while (left < threshold) { m = BigInt(next32()) * excl; left = Number(m & 0xffffffffn); }
+      }
+      return Number(m >> 32n);
+    };
+    return random;
   }
 
   // -- sampling: processors then temperature / top-k / top-p, as generation/processors.py and sampling.py ---
@@ -231,7 +288,7 @@
       this.penalty = opts.repetition_penalty && opts.repetition_penalty !== 1 ? opts.repetition_penalty : null;
       this.limits = opts.max_repeat === false ? null : (meta.sampling.max_repeat || null);
       this.n = opts.no_repeat_ngram || 0;
-      this.random = rngFrom(opts.seed);
+      this.random = numpyRandom(opts.seed);
       this.ids = primeIds.slice();
       this.seen = new Map();  // (n-1)-gram -> ids that followed it (the n-gram ban)
       this.counts = new Uint32Array(this.V);
@@ -341,7 +398,7 @@
   // whole items of an items model: each from the boundary (and the prime) in a zero state, to the next boundary
   function* items(net, meta, index, opts) {
     const boundary = meta.items.boundary, limit = 2 * meta.items.max_len + 20;
-    const rng = rngFrom(opts.seed);
+    const rng = numpyRandom(opts.seed);
     let made = 0;
     for (let round = 0; made < opts.count && round < opts.count * 20; round++) {
       let text = "";
@@ -359,7 +416,7 @@
 
   function defaultPrime(meta, seed) {
     if (meta.items) return "";
-    if (meta.seeds && meta.seeds.length) return meta.seeds[Math.floor(rngFrom(seed)() * meta.seeds.length)];
+    if (meta.seeds && meta.seeds.length) return meta.seeds[numpyRandom(seed).integers(meta.seeds.length)];
     return meta.vocabulary.includes("\n") ? "\n" : meta.vocabulary[0];
   }
 
