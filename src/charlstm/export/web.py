@@ -7,10 +7,12 @@
     DIR/weights.bin  the weights, little-endian: float32, or int8 with float32 row scales
 
 Nothing is fetched from the network: any static file server (`python -m http.server` in DIR) serves it, and
-it works offline. The engine is a small hand-written JavaScript step rather than onnxruntime-web: no
-dependency to ship (its wasm files are megabytes; the whole export of a 2 x LSTM(256) is about 3 MB), the
-sampling is the runtime's (processors, temperature, top-k/top-p, a seeded generator), and its speed is
-measured in benchmarks/bench_export.py. The folder appears whole or not at all: it is written beside DIR
+it works offline. The engine is a small hand-written step rather than onnxruntime-web (chosen by measurement,
+benchmarks/bench_export.py): no dependency to ship (onnxruntime-web's wasm is 14 MB; the whole export of a
+2 x LSTM(256) is 3.6 MB), about as fast, and the sampling is the runtime's (processors, temperature,
+top-k/top-p, and NumPy's random stream, so a seed gives `charlstm generate`'s text). The matrix-vector
+products run in WebAssembly SIMD (static/matvec.wat, built into charlstm.js by static/build_wasm.mjs), in
+plain JavaScript where that is missing. The folder appears whole or not at all: it is written beside DIR
 and renamed into place.
 """
 
