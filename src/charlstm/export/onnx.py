@@ -6,7 +6,7 @@
 Built from the `onnx` package's helpers with plain operators (Gather, MatMul, Add, Split, Sigmoid, Tanh, Mul,
 Sub), as the NumPy runtime computes the step, rather than ONNX's LSTM/GRU operators: one graph for every
 layer stack the runtime runs, and nothing to remap (ONNX's LSTM orders its gates i, o, f, c and wants a
-sequence axis). With `quantize="int8"` each matrix is an int8 initializer with per-row scales, turned back
+sequence axis). With `quantize_mode="int8"` each matrix is an int8 initializer with per-row scales, turned back
 to float32 by DequantizeLinear inside the graph. The model's description (parts.describe: vocabulary,
 preprocessing, sampling defaults, special symbols) is in metadata_props["charlstm"] as JSON.
 """
@@ -127,6 +127,8 @@ def export_onnx(
     from charlstm.fileio import write_atomic
 
     started = time.perf_counter()
+    if os.path.isdir(path):
+        raise CharlstmError(f"{path}: a folder; give the .onnx file to write")
     weights = parts.step_weights(model)
     description = parts.describe(model, weights)
     report: dict[str, Any] = {"path": os.fspath(path), "parameters": weights.parameters()}

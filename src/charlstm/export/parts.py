@@ -15,7 +15,7 @@ Keras' gate order (LSTM i, f, c, o; GRU z, r, h with the recurrent bias apart, r
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -38,10 +38,6 @@ class Layer:
     recurrent_bias: np.ndarray | None = None  # GRU (3u,)
 
     @property
-    def gates(self) -> int:
-        return 4 if self.cell == "lstm" else 3
-
-    @property
     def state_names(self) -> tuple[str, ...]:
         return ("h", "c") if self.cell == "lstm" else ("h",)
 
@@ -52,7 +48,6 @@ class StepWeights:
     layers: list[Layer]
     dense_kernel: np.ndarray  # (u_last, V)
     output_bias: np.ndarray  # (V,), unknown id -inf
-    scales: dict[str, np.ndarray] = field(default_factory=dict)  # filled by quantize: name -> per-row scales
 
     def matrices(self) -> dict[str, np.ndarray]:
         """Every weight by its name in the exports, matrices and biases, in a fixed order."""
