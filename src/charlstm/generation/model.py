@@ -69,10 +69,6 @@ class CharModel:
     window = property(lambda self: self.network.window, doc="The input window of a classic model, else None.")
     path = property(lambda self: self.network.path, doc="Where the model was loaded from.")
 
-    @property
-    def step_count(self) -> int:
-        return self.network.step_count
-
     # -- description --------------------------------------------------------------------------------
     @property
     def preprocessing(self) -> dict[str, Any]:
@@ -123,10 +119,6 @@ class CharModel:
     def logits(self, text_or_ids: str | np.ndarray) -> np.ndarray:
         """Logits (T, V) of one sequence read from the zero state (`Network.logits`)."""
         return self.network.logits(text_or_ids)
-
-    def _window_logits(self, history: np.ndarray, window: int) -> np.ndarray:
-        """Logits for the next character after each row of `history`, re-reading its last `window` ids."""
-        return self.network.forward(history[:, -window:])[0][:, -1]
 
     def step(self, ids: np.ndarray, state: State) -> tuple[np.ndarray, State]:
         """One time step for a batch of rows (`Network.step`): logits (B, V) and the new state."""
@@ -228,11 +220,11 @@ class CharModel:
             once per character; "window" re-reads the last `window` characters per character (the lesson's
             way). Arguments are checked at once; nothing is computed until the first character is asked for.
         """
-        gen = self.generation(
-            prime, length, temperature, top_k, top_p, seed, num_samples, stop, unknown, context, processors,
-            max_repeat=max_repeat, **options,
+        settings = GenerationSettings(
+            length=length, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, num_samples=num_samples,
+            stop=stop, unknown=unknown, context=context, max_repeat=max_repeat, **options,
         )
-        return generate.run(gen)
+        return generate.stream(self.network, settings, prime, processors)
 
     def generate(
         self, prime: str | None = None, length: int = 400, temperature: float = 1.0, **kwargs: Any
