@@ -18,6 +18,7 @@ import numpy as np
 from charlstm.data.vocab import Vocabulary
 from charlstm.errors import CharlstmError
 from charlstm.generation import evaluation, scoring
+from charlstm.generation.constraints import Constraint, constraint_for
 from charlstm.generation.modelfile import check_layers, read_model_file, read_weights
 from charlstm.generation.network import ALL_BLAS_THREADS, OneBlasThread, RecurrentLayer, rowwise
 from charlstm.generation.processors import DEFAULT_NO_REPEAT_NGRAM, LogitProcessor, build_processors
@@ -247,6 +248,9 @@ class CharModel:
         frequency_penalty: float = 0.0,
         logit_bias: Mapping[int, float] | None = None,
         logprobs: int | None = None,
+        regex: str | None = None,
+        must_include: Sequence[str] | str = (),
+        constraint: Constraint | None = None,
     ) -> Generation:
         """A checked, ready-to-step `Generation` (state.py) for these settings; nothing is computed yet.
 
@@ -285,6 +289,9 @@ class CharModel:
                 "the prime is empty (after dropping unknown characters); give at least one character"
             )
         stops = [stop] if isinstance(stop, str) else list(stop or [])
+        if constraint is None:  # regex / must_include: the pattern(s) the whole text must match (constraints.py)
+            constraint = constraint_for(self._chars[: self.vocab.size], regex=regex, must_include=must_include,
+                                        stops=stops)
         if context == "window":
             window = self.window or int(self.meta.get("config", {}).get("maxlen", 40))
             ctx: StatefulContext | WindowContext = WindowContext(self, prime_ids, num_samples, window)
@@ -299,6 +306,7 @@ class CharModel:
             stops=stops,
             processors=processors,
             logprobs=logprobs,
+            constraint=constraint,
         )
 
     def stream(

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from charlstm.generation.constraints import Constraint
 from charlstm.generation.processors import LogitProcessor, RowHistory
 from charlstm.generation.sampling import check_options, log_softmax, sample, top_entries
 
@@ -119,6 +120,7 @@ class Generation:
         stops: Sequence[str] = (),
         processors: Sequence[LogitProcessor | Callable[[np.ndarray, RowHistory], np.ndarray]] = (),
         logprobs: int | None = None,
+        constraint: Constraint | None = None,
     ) -> None:
         self.context = context
         self.rows = context.rows
@@ -146,6 +148,15 @@ class Generation:
         # a short or wide request does not draw 4096 x rows numbers (655 MB for 20k samples)
         self._chunk = max(1, min(4096, length, (1 << 20) // self.rows))
         self._uniforms = np.empty((0, self.rows))
+        # a pattern the text must match (constraints.py): a mask after the processors, each row's own state
+        self.constraint = constraint.begin(self.rows, length) if constraint is not None else None
+        if self.constraint is not None and self.constraint.complete.all():  # the pattern matches "" only
+            self.done = [True] * self.rows
+
+    @property
+    def constrained(self) -> bool:
+        """Has processors or a constraint: sampled on its own, not stacked with others' logits."""
+        return bool(self.processors) or self.constraint is not None
 
     @property
     def finished(self) -> bool:
@@ -158,6 +169,8 @@ class Generation:
         if self.processors:
             for processor in self.processors:
                 logits = processor(logits, self.history)
+        if self.constraint is not None:
+            logits = self.constraint.mask(logits, fallback=self.logits)
         return logits
 
     def _uniforms_now(self) -> np.ndarray:
@@ -173,6 +186,9 @@ class Generation:
         if self.history is not None:
             self.history.update(ids)
         chars = self.chars
+        if self.constraint is not None:
+            self._record_constrained(ids)
+            return
         if not self.stops:
             self.pieces = [chars[i] for i in ids.tolist()]
             return
@@ -189,6 +205,33 @@ class Generation:
                 if tail.endswith(s):
                     self.done[b], self.stopped_by[b] = True, s
                     break
+        self.pieces = pieces
+
+    def _record_constrained(self, ids: np.ndarray) -> None:
+        """As `_record`, for a constrained generation: a row also ends where its text is a whole match that
+        cannot go on (the automaton's dead end, e.g. "no" of "yes|no"), and ended rows keep their state."""
+        done_before = np.array(self.done)
+        cs = self.constraint
+        assert cs is not None
+        cs.advance(ids, keep=done_before)
+        pieces = []
+        for b, i in enumerate(ids.tolist()):
+            if self.done[b]:
+                pieces.append("")
+                continue
+            ch = self.chars[i]
+            pieces.append(ch)
+            if self.stops:
+                tail = (self._tails[b] + ch)[-self._tail_len :]
+                self._tails[b] = tail
+                for s in self.stops:
+                    if tail.endswith(s):
+                        self.done[b], self.stopped_by[b] = True, s
+                        break
+        complete = cs.complete
+        for b in np.flatnonzero(complete & ~np.array(self.done)).tolist():
+            self.done[b] = True
+        cs.frozen = np.array(self.done)
         self.pieces = pieces
 
 
@@ -233,7 +276,7 @@ class Batch:
             return
         groups: dict[Sampling, list[Generation]] = {}
         for gen in generations:
-            if gen.processors:
+            if gen.constrained:
                 gen._record(gen.sampling.sample(gen._prepare_logits(), gen._uniforms_now()))
             else:
                 groups.setdefault(gen.sampling, []).append(gen)
