@@ -127,10 +127,9 @@ def beam(
     tail_len = max((len(s) for s in stops), default=0)
 
     logits = ctx.start()  # (1, V)
-    rows = 1
     scores = np.zeros(1)
     texts = [""]
-    ids_so_far = np.empty((1, 0), dtype=np.int64)
+    history = RowHistory(prime_ids, 1, keep_ids=True)  # each hypothesis' own text, for the processors
     finished: list[tuple[float, int, str, float, int]] = []  # (normalised, order, text, logprob, chars)
 
     def finish(text: str, logprob: float, chars_: int) -> None:
@@ -141,9 +140,6 @@ def beam(
         logp = log_softmax(logits)  # (rows, V) the model's own
         masked = logp
         if gen.processors:
-            history = RowHistory(prime_ids, rows, keep_ids=True)
-            for k in range(ids_so_far.shape[1]):  # the hypotheses' own texts, so bans follow each beam
-                history.update(ids_so_far[:, k])
             z = logits
             for processor in gen.processors:
                 z = processor(z, history)
@@ -179,12 +175,12 @@ def beam(
         parents, chosen = parents[sel], chosen[sel]
         scores = flat[order[sel]]
         texts = [texts[p] + chars[c] for p, c in zip(parents.tolist(), chosen.tolist(), strict=True)]
-        ids_so_far = np.concatenate([ids_so_far[parents], chosen[:, None]], axis=1)
+        history = _select_history(history, parents)
+        history.update(chosen)
         if cons is not None:
             cons.select(parents)
             cons.advance(chosen)
         _reorder(ctx, parents)
-        rows = len(parents)
         logits = ctx.advance(chosen)
     else:
         for text, sc in zip(texts, scores.tolist(), strict=True):
@@ -193,6 +189,37 @@ def beam(
         raise _error("beam search found no text", "beam")
     finished.sort(key=lambda f: (-f[0], f[1]))
     return [Scored(text, logprob, c) for _, _, text, logprob, c in finished[:n]]
+
+
+def _select_history(history: RowHistory, parents: np.ndarray) -> RowHistory:
+    """The history of the surviving hypotheses, row k a copy of row `parents[k]`, with what the processors
+    accumulated carried over where its form is known (the n-gram ban's index, the penalties' counts; copied
+    on write, so siblings never share what either changes) and dropped otherwise (then rebuilt from the ids:
+    slower, never wrong)."""
+    from charlstm.generation import processors as procs
+
+    out = RowHistory.__new__(RowHistory)
+    out.__dict__.update(history.__dict__)
+    out.last, out.run = history.last[parents], history.run[parents]
+    if history._ids is not None:
+        out._ids = history._ids[parents]
+    out.memo = {}
+    first = np.zeros(len(history.last), dtype=bool)
+    for key, value in history.memo.items():
+        if isinstance(key, procs.NoRepeatNGram) and isinstance(value, dict) and set(value) == {"seen", "done"}:
+            seen, used = [], first.copy()
+            for p in parents.tolist():
+                row = value["seen"][p]
+                if used[p]:  # a second child of the same parent: its own copy (sets included)
+                    row = {k: set(v) if isinstance(v, set) else v for k, v in row.items()}
+                used[p] = True
+                seen.append(row)
+            out.memo[key] = {"seen": seen, "done": value["done"]}
+        elif isinstance(value, procs._Counts):
+            counts = procs._Counts.__new__(procs._Counts)
+            counts.counts, counts.done = value.counts[parents], value.done
+            out.memo[key] = counts
+    return out
 
 
 def _reorder(ctx: StatefulContext | WindowContext, parents: np.ndarray) -> None:
