@@ -183,6 +183,15 @@ class Constraint:
     reach: np.ndarray
     description: str
 
+    def __post_init__(self) -> None:
+        # what a step reads, so that a mask costs one gather and one add far from the length's end: per state,
+        # the additive mask of its live transitions (0 / -inf) and the farthest and nearest distance among them
+        # (a row with left - 1 >= far[state] may take any live transition; min_reach decides a dead end)
+        live = self.reach < _FAR
+        object.__setattr__(self, "free", np.where(live, 0.0, -np.inf).astype(np.float32))
+        object.__setattr__(self, "far", np.where(live, self.reach, -1).max(axis=1))
+        object.__setattr__(self, "min_reach", self.reach.min(axis=1))
+
     @property
     def shortest(self) -> int:
         """The fewest characters of any output this constraint allows."""
@@ -367,18 +376,39 @@ class ConstraintState:
         `fallback` (the model's own logits) instead: the pattern wins, and no step is ever left with nothing
         to sample.
         """
-        ok = self.allowed()
-        out = np.where(ok, logits, -np.inf)
-        dead = ~np.isfinite(out).any(axis=-1)
+        c, states, left = self.constraint, self.states, self.left
+        if len(states) == 1 and not self.frozen[0]:  # one row: the same, in scalars (the CLI's stream)
+            s = int(states[0])
+            if c.far[s] <= left - 1:
+                out = logits + c.free[s]
+                if out.max() > -np.inf:
+                    return out
+        add = c.free[states]  # (rows, V): every live transition allowed
+        near = c.far[states] > left - 1  # rows close enough to the end that distance matters
+        if near.any():
+            add[near] = np.where(c.reach[states[near]] <= left - 1, 0.0, -np.inf)
+        if self.frozen.any():
+            add[self.frozen] = 0.0
+        out = logits + add
+        dead = np.isneginf(out.max(axis=-1))
         if dead.any():
-            src = fallback if fallback is not None else np.zeros_like(out)
-            out[dead] = np.where(ok[dead], src[dead], -np.inf)
-            still = dead & ~np.isfinite(out).any(axis=-1)
-            out[still] = np.where(ok[still], 0.0, -np.inf)  # the model's own logits were -inf there too
+            ok = np.isfinite(add[dead])
+            src = fallback[dead] if fallback is not None else np.zeros_like(out[dead])
+            rows = np.where(ok, src, -np.inf)
+            still = np.isneginf(rows.max(axis=-1))
+            rows[still] = np.where(ok[still], 0.0, -np.inf)  # the model's own logits were -inf there too
+            out[dead] = rows
         return out
 
     def advance(self, ids: np.ndarray, keep: np.ndarray | None = None) -> None:
         """Take each row's chosen id; rows in `keep` (and frozen ones) stay where they are."""
+        if len(self.states) == 1 and not self.frozen[0] and (keep is None or not keep[0]):
+            nxt1 = int(self.constraint.table[int(self.states[0]), int(ids[0])])
+            if nxt1 < 0:
+                raise RuntimeError("a row wrote a character its constraint forbade")  # a bug, not user input
+            self.states[0] = nxt1
+            self.steps += 1
+            return
         stay = self.frozen if keep is None else (self.frozen | np.asarray(keep, dtype=bool))
         nxt = self.constraint.table[self.states, np.asarray(ids, dtype=np.int64)].astype(np.int64)
         if (nxt[~stay] < 0).any():
@@ -390,7 +420,7 @@ class ConstraintState:
     def complete(self) -> np.ndarray:
         """(rows,) bool: rows whose text is a whole match with no allowed continuation (they must end)."""
         c = self.constraint
-        return c.accepting[self.states] & ~(c.reach[self.states] <= self.left - 1).any(axis=-1)
+        return c.accepting[self.states] & (c.min_reach[self.states] > self.left - 1)
 
     @property
     def matched(self) -> np.ndarray:

@@ -210,10 +210,9 @@ class Generation:
     def _record_constrained(self, ids: np.ndarray) -> None:
         """As `_record`, for a constrained generation: a row also ends where its text is a whole match that
         cannot go on (the automaton's dead end, e.g. "no" of "yes|no"), and ended rows keep their state."""
-        done_before = np.array(self.done)
         cs = self.constraint
         assert cs is not None
-        cs.advance(ids, keep=done_before)
+        cs.advance(ids, keep=cs.frozen)  # rows that ended (frozen) keep their state
         pieces = []
         for b, i in enumerate(ids.tolist()):
             if self.done[b]:
@@ -229,9 +228,10 @@ class Generation:
                         self.done[b], self.stopped_by[b] = True, s
                         break
         complete = cs.complete
-        for b in np.flatnonzero(complete & ~np.array(self.done)).tolist():
-            self.done[b] = True
-        cs.frozen = np.array(self.done)
+        if complete.any() or self.stops:
+            for b in np.flatnonzero(complete).tolist():
+                self.done[b] = True
+            cs.frozen = np.array(self.done)
         self.pieces = pieces
 
 
