@@ -9,10 +9,10 @@ benchmarks/out/constraints_model. Then, on that model, with its default processo
 2. the two ways of computing a mask: interegular's automaton (one table lookup per row and step) against the
    `regex` module's partial matching (one partial match of the row's text + c for every character c of the
    vocabulary): chars/s of one sample of 100 characters each way, and what each compiles per pattern;
-3. must-include: the share of 100 samples of 200 characters that contain every word, and the time, for
-   (a) the automaton (words required by the mask), (b) rejection sampling: k plain samples drawn as one batch,
-   a success when one of them has the words, (c) the automaton with best-of-k (k masked samples, the
-   likeliest kept); costs in units of one plain sample of the same length;
+3. must-include: the share of `--trials` trials of 200 characters that give a text with every word, and the
+   time, for the automaton (the words required by the mask; one sample), rejection sampling (k plain samples
+   drawn as one batch, a success when one has the words) and the automaton with best-of-5 (5 masked samples,
+   the likeliest kept); costs in units of one plain sample of the same length drawn alone, interleaved;
 4. beam search: seconds for 200 characters at widths 1-16 against one plain sample, and the log-probability
    per character of the result;
 5. likelihood: the nats per character (under the model, untempered) of plain and of constrained samples at
@@ -97,6 +97,7 @@ def main() -> None:
     ap.add_argument("--length", type=int, default=400)
     ap.add_argument("--rows", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--trials", type=int, default=100, help="must-include trials (default 100)")
     args = ap.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     import charlstm
@@ -157,34 +158,40 @@ def main() -> None:
                      "compile_ms": compile_s * 1000})
 
     # 3. must-include ------------------------------------------------------------------------------------
-    words = ["treasure", "island"]
-    n, length = 100, 200
-    print(f"\n3. must-include {','.join(words)}: {n} samples of {length} chars; cost in plain samples")
-    t_plain, _ = timed(lambda: model.generate(prime, length, 1.0, seed=3, num_samples=n), 1)
-    unit = t_plain / n  # one plain sample's share of a batched run
+    n, length = args.trials, 200
+    for words in (["captain"], ["treasure", "island"]):
+        print(f"\n3. must-include {','.join(words)}: {n} trials of {length} chars; cost in one plain sample's time")
 
-    def has(t: str) -> bool:
-        return all(w in t for w in words)
+        def has(t: str, words=words) -> bool:
+            return all(w in t for w in words)
 
-    t, texts = timed(lambda: model.generate(prime, length, 1.0, seed=3, num_samples=n, must_include=words), 1)
-    ok = sum(map(has, texts)) / n
-    print(f"  (a) automaton:               {ok:6.1%} success, {t / n / unit:5.2f}x")
-    rows_out.append({"part": "must_include", "way": "automaton", "k": 1, "success": ok, "cost": t / n / unit})
-    for k in (1, 5, 20):
-        t, texts = timed(lambda k=k: model.generate(prime, length, 1.0, seed=4, num_samples=n * k), 1)
-        ok = sum(any(has(x) for x in texts[i * k : (i + 1) * k]) for i in range(n)) / n
-        print(f"  (b) rejection of {k:2d} plain:    {ok:6.1%} success, {t / n / unit:5.2f}x")
-        rows_out.append({"part": "must_include", "way": "rejection", "k": k, "success": ok, "cost": t / n / unit})
-    for k in (5,):
-        t0 = time.perf_counter()
-        got = [search.best_of(model, prime, n=1, best_of=k, length=length, seed=100 + i, must_include=words)[0]
-               for i in range(20)]
-        t = (time.perf_counter() - t0) / 20
-        ok = sum(has(g.text) for g in got) / len(got)
-        nll = -statistics.mean(g.per_char for g in got)
-        print(f"  (c) automaton, best of {k}:     {ok:6.1%} success, {t / unit:5.2f}x, {nll:.3f} nats/char")
-        rows_out.append({"part": "must_include", "way": "automaton+best_of", "k": k, "success": ok,
-                         "cost": t / unit, "nats_per_char": nll})
+        ways = {"automaton": lambda i, w=words: [model.generate(prime, length, 1.0, seed=i, must_include=w)]}
+        for k in (1, 5, 20):
+            ways[f"rejection of {k} plain"] = lambda i, k=k: model.generate(
+                prime, length, 1.0, seed=i, num_samples=k) if k > 1 else [model.generate(prime, length, 1.0, seed=i)]
+        ways["automaton, best of 5"] = lambda i, w=words: [
+            search.best_of(model, prime, n=1, best_of=5, length=length, seed=i, must_include=w)[0].text]
+        spent = dict.fromkeys(ways, 0.0)
+        hits = dict.fromkeys(ways, 0)
+        picked: dict[str, list[str]] = {w: [] for w in ways}
+        plain_s = 0.0
+        for i in range(n):  # interleaved, so that every way sees the same load
+            t = time.perf_counter()
+            model.generate(prime, length, 1.0, seed=10_000 + i)
+            plain_s += time.perf_counter() - t
+            for name, fn in ways.items():
+                t = time.perf_counter()
+                texts = fn(i)
+                spent[name] += time.perf_counter() - t
+                good = [x for x in texts if has(x)]
+                hits[name] += bool(good)
+                picked[name].append(good[0] if good else texts[0])
+        for name in ways:
+            nll = per_char(model, prime, picked[name])
+            print(f"  {name:24s} {hits[name] / n:6.1%} success, {spent[name] / plain_s:5.2f}x, "
+                  f"{nll:.3f} nats/char of the text returned")
+            rows_out.append({"part": "must_include", "words": words, "way": name, "success": hits[name] / n,
+                             "cost": spent[name] / plain_s, "nats_per_char": nll})
 
     # 4. beam search ---------------------------------------------------------------------------------------
     print("\n4. beam search, 200 chars (seconds; x one plain sample; nats/char of the best)")
