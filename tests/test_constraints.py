@@ -11,7 +11,6 @@ import pytest
 
 import charlstm
 from charlstm.errors import CharlstmError
-from charlstm.generation import search
 from charlstm.generation.constraints import choice_pattern, compile_constraint, constraint_for
 from charlstm.generation.model import load
 from charlstm.generation.sampling import probabilities
@@ -131,14 +130,14 @@ def sample_recorded(model, prime, length, temperature, seed, rows, **settings):
     """Step one generation to its end; each row's text, and whether every chosen character had non-zero
     probability in the distribution it was drawn from (after the processors and the mask)."""
     gen = model.generation(prime, length, temperature, seed=seed, num_samples=rows, **settings)
-    prepare = gen._prepare_logits
+    prepare = gen.processed_logits
     seen: list[np.ndarray] = []
 
     def recording() -> np.ndarray:
         seen.append(prepare())
         return seen[-1]
 
-    gen._prepare_logits = recording
+    gen.processed_logits = recording
     texts = [""] * rows
     possible = True
     while not gen.finished:
@@ -221,13 +220,14 @@ def test_best_of_returns_the_likeliest_drawn_by_the_models_own_score(names_model
     prime, n, k = "\nma", 3, 12
     drawn = m.generate(prime, 30, 1.0, seed=4, num_samples=k)
     per_char = [m.score(prime + t).logprobs[len(prime):].mean() for t in drawn]
-    best = search.best_of(m, prime, n=n, best_of=k, length=30, temperature=1.0, seed=4)
+    best = m.search(prime, 30, 1.0, seed=4, num_samples=n, best_of=k)
     expected = [drawn[i] for i in np.argsort(per_char)[::-1][:n]]
     assert [b.text for b in best] == expected
+    assert m.generate(prime, 30, 1.0, seed=4, num_samples=n, best_of=k) == expected
     for b in best:
         assert b.logprob == pytest.approx(m.score(prime + b.text).logprobs[len(prime):].sum(), abs=1e-3)
     with pytest.raises(CharlstmError) as info:
-        search.best_of(m, prime, n=4, best_of=2, length=10)
+        m.generate(prime, 10, num_samples=4, best_of=2)
     assert info.value.field == "best_of"
 
 
@@ -236,14 +236,14 @@ def test_beam_search_is_at_least_as_likely_as_greedy(names_model):
     m = names_model
     for prime in ("\n", "\nma", "\nanna\nj", "\nol"):
         greedy = m.generate(prime, 40, 0)
-        beam = search.beam(m, prime, width=4, length=40)[0]
+        beam = m.search(prime, 40, beam=4)[0]
         lp = m.score(prime + beam.text).logprobs[len(prime):].sum()
         assert lp == pytest.approx(beam.logprob, abs=1e-3)
         assert lp >= m.score(prime + greedy).logprobs[len(prime):].sum() - 1e-6
     # the n-gram ban works inside the beam: no 3-gram twice in any hypothesis
-    for hyp in search.beam(m, "\n", width=4, n=4, length=60, no_repeat_ngram=3):
+    for hyp in m.search("\n", 60, beam=4, num_samples=4, no_repeat_ngram=3):
         grams = [hyp.text[i : i + 3] for i in range(len(hyp.text) - 2)]
         assert len(grams) == len(set(grams)), hyp.text
     # with a pattern, every hypothesis matches
-    for hyp in search.beam(m, "\n", width=4, n=4, length=30, regex=r"[a-z]+a\n[a-z]+n"):
+    for hyp in m.search("\n", 30, beam=4, num_samples=4, regex=r"[a-z]+a\n[a-z]+n"):
         assert re.fullmatch(r"[a-z]+a\n[a-z]+n", hyp.text)

@@ -48,12 +48,7 @@ _ANY = r"[\s\S]*"
 
 
 def _error(message: str, field: str) -> CharlstmError:
-    try:
-        return CharlstmError(message, field=field)  # type: ignore[call-arg]
-    except TypeError:  # an errors module without fields
-        err = CharlstmError(message)
-        err.field = field  # type: ignore[attr-defined]
-        return err
+    return CharlstmError(message, field)
 
 
 # -- from pattern text to an automaton ---------------------------------------------------------------------
@@ -289,6 +284,12 @@ def compile_constraint(
         raise ValueError(f"stop_mode must be one of {STOP_MODES}, got {stop_mode!r}")
     return _compile_cached(tuple((f, p) for f, p in parts), tuple(chars), tuple(s for s in stops if s),
                            stop_mode)
+
+
+def check_patterns(parts: Sequence[tuple[str, str]]) -> None:
+    """Each (field, pattern) is valid and supported (no vocabulary needed: what settings can check)."""
+    for field, pattern in parts:
+        _fsm(pattern, field, ())
 
 
 def item_patterns(

@@ -82,6 +82,34 @@ class RowHistory:
         self._length += 1
 
 
+    def select(self, rows: np.ndarray) -> RowHistory:
+        """The history of rows `rows` (row k a copy of row `rows[k]`; repeats allowed): what beam search keeps
+        of its hypotheses at each step. What the processors accumulated comes along where its form is known
+        here (the n-gram ban's index, the penalties' counts), copied on write so that two copies of one row
+        never share what either changes; anything else is dropped and rebuilt from the ids (never wrong)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        out = RowHistory.__new__(RowHistory)
+        out.__dict__.update(self.__dict__)
+        out.last, out.run = self.last[rows], self.run[rows]
+        out._ids = self._ids[rows] if self._ids is not None else None
+        out.memo = {}
+        for key, value in self.memo.items():
+            if isinstance(key, NoRepeatNGram) and isinstance(value, dict) and set(value) == {"seen", "done"}:
+                seen, used = [], set()
+                for r in rows.tolist():
+                    index = value["seen"][r]
+                    if r in used:  # a second copy of the same row: its own index, sets included
+                        index = {k: set(v) if isinstance(v, set) else v for k, v in index.items()}
+                    used.add(r)
+                    seen.append(index)
+                out.memo[key] = {"seen": seen, "done": value["done"]}
+            elif isinstance(value, _Counts):
+                counts = _Counts.__new__(_Counts)
+                counts.counts, counts.done = value.counts[rows], value.done
+                out.memo[key] = counts
+        return out
+
+
 class LogitProcessor(Protocol):
     """A per-step constraint on the next character: takes this generation's logits (rows, V) and its
     `RowHistory`, returns logits of the same shape (e.g. -inf where a character is forbidden for a row).
@@ -148,7 +176,7 @@ class NoRepeatNGram:
 
     def __init__(self, n: int) -> None:
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-            raise CharlstmError(f"no-repeat-ngram must be an integer >= 1, got {n!r}")
+            raise CharlstmError(f"no-repeat-ngram must be an integer >= 1, got {n!r}", "no_repeat_ngram")
         self.n = int(n)
 
     def __repr__(self) -> str:
@@ -206,7 +234,7 @@ class RepetitionPenalty:
         if isinstance(penalty, bool) or not isinstance(penalty, (int, float)) or not (penalty > 0) or (
             not np.isfinite(penalty)
         ):
-            raise CharlstmError(f"repetition-penalty must be a number > 0 (1 = off), got {penalty!r}")
+            raise CharlstmError(f"repetition-penalty must be a number > 0 (1 = off), got {penalty!r}", "repetition_penalty")
         self.penalty = float(penalty)
 
     def __repr__(self) -> str:
@@ -230,7 +258,7 @@ class PresenceFrequencyPenalty:
     def __init__(self, presence: float = 0.0, frequency: float = 0.0) -> None:
         for name, value in (("presence_penalty", presence), ("frequency_penalty", frequency)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
-                raise CharlstmError(f"{name} must be a finite number, got {value!r}")
+                raise CharlstmError(f"{name} must be a finite number, got {value!r}", name)
         self.presence, self.frequency = float(presence), float(frequency)
 
     def __repr__(self) -> str:
@@ -250,9 +278,9 @@ class LogitBias:
         self.vector = np.zeros(vocab_size, dtype=np.float64)
         for key, value in bias.items():
             if isinstance(key, bool) or not isinstance(key, (int, np.integer)) or not 0 <= key < vocab_size:
-                raise CharlstmError(f"logit_bias: token id {key!r} is not in the vocabulary (0..{vocab_size - 1})")
+                raise CharlstmError(f"logit_bias: token id {key!r} is not in the vocabulary (0..{vocab_size - 1})", "logit_bias")
             if not np.isfinite(value):
-                raise CharlstmError(f"logit_bias: the bias for token {key} must be a finite number")
+                raise CharlstmError(f"logit_bias: the bias for token {key} must be a finite number", "logit_bias")
             self.vector[int(key)] += float(value)
 
     def __repr__(self) -> str:
