@@ -330,7 +330,8 @@ def check_words(words: Sequence[str], chars: Sequence[str], field: str = "must_i
     for word in words:
         for ch in word:
             if ch not in known:
-                raise _error(f"{field}: {word!r} has {ch!r}, which is not in the model's vocabulary", field)
+                raise _error(f"{field.replace('_', '-')}: {word!r} has {ch!r}, which is not in the model's "
+                             "vocabulary", field)
 
 
 def choice_pattern(choices: Sequence[str], field: str = "guided_choice") -> str:
