@@ -8,6 +8,7 @@ import re
 
 import numpy as np
 import pytest
+from conftest import run_cli
 
 import charlstm
 from charlstm.errors import CharlstmError
@@ -247,3 +248,21 @@ def test_beam_search_is_at_least_as_likely_as_greedy(names_model):
     # with a pattern, every hypothesis matches
     for hyp in m.search("\n", 30, beam=4, num_samples=4, regex=r"[a-z]+a\n[a-z]+n"):
         assert re.fullmatch(r"[a-z]+a\n[a-z]+n", hyp.text)
+
+
+@pytest.mark.slow
+def test_the_cli_shapes_items_and_text_and_bad_input_is_one_line(names_model):
+    path = str(names_model.path)
+    r = run_cli("generate", path, "--num-samples", "12", "--seed", "1", "--starts-with", "ma", "--ends-with", "a",
+                "--min-length", "3", "--max-length", "7")
+    assert r.returncode == 0, r.stderr
+    items = [line.split()[0] for line in r.stdout.strip().splitlines()]
+    assert len(items) == 12 and all(re.fullmatch(r"ma[a-z]*a", i) and 3 <= len(i) <= 7 for i in items)
+    r = run_cli("generate", path, "--prime", "\nma", "--length", "30", "--beam", "3", "--num-samples", "2",
+                "--best-of", "4")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "best-of" in r.stderr
+    for args, words in ((["--regex", "(a"], "not a valid regular expression"),
+                        (["--must-include", "anna,ö"], "not in the model's vocabulary"),
+                        (["--regex", "[a-z]{50}", "--max-length", "10"], "no text")):
+        r = run_cli("generate", path, *args)
+        assert r.returncode == 2 and r.stderr.count("\n") == 1 and words in r.stderr, r.stderr
