@@ -73,7 +73,7 @@ def regex_partial_generate(model, prime: str, pattern: str, length: int, seed: i
     import regex
 
     rx = regex.compile(pattern)
-    chars = model._chars[: model.vocab.size]
+    chars = model.network.chars[: model.vocab.size]
 
     class Partial:
         def __init__(self) -> None:
@@ -98,6 +98,7 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--trials", type=int, default=100, help="must-include trials (default 100)")
+    ap.add_argument("--parts", default="12345", help="which parts to run (default all: 12345)")
     args = ap.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     import charlstm
@@ -117,107 +118,117 @@ def main() -> None:
     rows_out: list[dict] = []
     print(f"model {path}: {model}; CPU {cpu_name()}, load average {os.getloadavg()[0]:.1f}")
 
+    parts = set(args.parts)
     # 1. masking cost ------------------------------------------------------------------------------------
-    print(f"\n1. chars/s, length {args.length} (median of {args.repeats}; 1 sample | {args.rows} samples)")
-    plain = {}
-    for rows in (1, args.rows):
-        t, _ = timed(lambda r=rows: model.generate(prime, args.length, 1.0, seed=1, num_samples=r), args.repeats)
-        plain[rows] = rows * args.length / t
-    print(f"  {'plain':32s} {plain[1]:10,.0f} {plain[args.rows]:12,.0f}")
-    for name, pattern in PATTERNS.items():
-        kw = {"must_include": "treasure,island"} if pattern is None else {"regex": pattern}
-        speeds = {}
+    if "1" in parts:
+        print(f"\n1. chars/s, length {args.length} (median of {args.repeats}; 1 sample | {args.rows} samples)")
+        plain = {}
         for rows in (1, args.rows):
-            # interleaved with a plain run, so that both see the same load
-            tc, out = timed(
-                lambda r=rows, kw=kw: model.generate(prime, args.length, 1.0, seed=1, num_samples=r, **kw),
-                args.repeats)
-            tp, _ = timed(lambda r=rows: model.generate(prime, args.length, 1.0, seed=1, num_samples=r), args.repeats)
-            # cost per character: a pattern may end rows early (the 100-300 class)
-            speeds[rows] = (count(out) / tc, (tc / count(out)) / (tp / (rows * args.length)))
-        print(f"  {name:32s} {speeds[1][0]:10,.0f} ({speeds[1][1]:.2f}x) {speeds[args.rows][0]:12,.0f} "
-              f"({speeds[args.rows][1]:.2f}x)")
-        rows_out.append({"part": "mask", "pattern": name, "chars_per_s_1": speeds[1][0],
-                         "cost_1": speeds[1][1], f"chars_per_s_{args.rows}": speeds[args.rows][0],
-                         f"cost_{args.rows}": speeds[args.rows][1]})
-
-    # 2. interegular against regex partial matching -----------------------------------------------------------
-    print("\n2. computing the mask: interegular tables vs regex partial matching (1 sample, 100 chars)")
-    pattern = PATTERNS["alternatives"]
-    t0 = time.perf_counter()
-    compile_constraint([("regex", pattern + " ")], model._chars[: model.vocab.size])  # a fresh compile
-    compile_s = time.perf_counter() - t0
-    ti, _ = timed(lambda: model.generate(prime, 100, 1.0, seed=2, regex=pattern), 1)
-    try:
-        tr, _ = timed(lambda: regex_partial_generate(model, prime, pattern, 100, 2), 1)
-    except ImportError:
-        tr = float("nan")
-    print(f"  interegular: {100 / ti:,.0f} chars/s (compile {compile_s * 1000:.0f} ms); regex partial: "
-          f"{100 / tr:,.0f} chars/s -> {tr / ti:.1f}x slower")
-    rows_out.append({"part": "engines", "interegular_chars_per_s": 100 / ti, "regex_chars_per_s": 100 / tr,
-                     "compile_ms": compile_s * 1000})
-
-    # 3. must-include ------------------------------------------------------------------------------------
-    n, length = args.trials, 200
-    for words in (["captain"], ["treasure", "island"]):
-        print(f"\n3. must-include {','.join(words)}: {n} trials of {length} chars; cost in one plain sample's time")
-
-        def has(t: str, words=words) -> bool:
-            return all(w in t for w in words)
-
-        ways = {"automaton": lambda i, w=words: [model.generate(prime, length, 1.0, seed=i, must_include=w)]}
-        for k in (1, 5, 20):
-            ways[f"rejection of {k} plain"] = lambda i, k=k: model.generate(
-                prime, length, 1.0, seed=i, num_samples=k) if k > 1 else [model.generate(prime, length, 1.0, seed=i)]
-        ways["automaton, best of 5"] = lambda i, w=words: [
-            search.best_of(model, prime, n=1, best_of=5, length=length, seed=i, must_include=w)[0].text]
-        spent = dict.fromkeys(ways, 0.0)
-        hits = dict.fromkeys(ways, 0)
-        picked: dict[str, list[str]] = {w: [] for w in ways}
-        plain_s = 0.0
-        for i in range(n):  # interleaved, so that every way sees the same load
-            t = time.perf_counter()
-            model.generate(prime, length, 1.0, seed=10_000 + i)
-            plain_s += time.perf_counter() - t
-            for name, fn in ways.items():
-                t = time.perf_counter()
-                texts = fn(i)
-                spent[name] += time.perf_counter() - t
-                good = [x for x in texts if has(x)]
-                hits[name] += bool(good)
-                picked[name].append(good[0] if good else texts[0])
-        for name in ways:
-            nll = per_char(model, prime, picked[name])
-            print(f"  {name:24s} {hits[name] / n:6.1%} success, {spent[name] / plain_s:5.2f}x, "
-                  f"{nll:.3f} nats/char of the text returned")
-            rows_out.append({"part": "must_include", "words": words, "way": name, "success": hits[name] / n,
-                             "cost": spent[name] / plain_s, "nats_per_char": nll})
-
-    # 4. beam search ---------------------------------------------------------------------------------------
-    print("\n4. beam search, 200 chars (seconds; x one plain sample; nats/char of the best)")
-    t1, _ = timed(lambda: model.generate(prime, 200, 1.0, seed=5), args.repeats)
-    tg, greedy = timed(lambda: model.generate(prime, 200, 0), 1)
-    print(f"  greedy: {tg:.3f} s, {per_char(model, prime, [greedy]):.3f} nats/char")
-    for width in (1, 2, 4, 8, 16):
-        t, best = timed(lambda w=width: search.beam(model, prime, width=w, length=200), 1)
-        nll = -best[0].per_char
-        print(f"  width {width:2d}: {t:6.3f} s ({t / t1:5.1f}x), {nll:.3f} nats/char")
-        rows_out.append({"part": "beam", "width": width, "seconds": t, "cost": t / t1, "nats_per_char": nll})
-
-    # 5. likelihood --------------------------------------------------------------------------------------
-    print("\n5. nats/char under the model (untempered) of 64 samples of 200 chars")
-    for temperature in (1.0, 0.5):
-        base = per_char(model, prime, model.generate(prime, 200, temperature, seed=6, num_samples=64))
-        line = f"  T={temperature}: plain {base:.3f}"
-        row = {"part": "likelihood", "temperature": temperature, "plain": base}
+            t, _ = timed(lambda r=rows: model.generate(prime, args.length, 1.0, seed=1, num_samples=r), args.repeats)
+            plain[rows] = rows * args.length / t
+        print(f"  {'plain':32s} {plain[1]:10,.0f} {plain[args.rows]:12,.0f}")
         for name, pattern in PATTERNS.items():
             kw = {"must_include": "treasure,island"} if pattern is None else {"regex": pattern}
-            texts = model.generate(prime, 200, temperature, seed=6, num_samples=64, **kw)
-            value = per_char(model, prime, texts)
-            line += f" | {name} {value:.3f}"
-            row[name] = value
-        print(line)
-        rows_out.append(row)
+            speeds = {}
+            for rows in (1, args.rows):
+                # each repeat times a plain run and a constrained one back to back, so that both see the same
+                # load; the cost is the median of the per-pair ratios of time per character
+                ratios, rates = [], []
+                for _ in range(args.repeats):
+                    tp, _ = timed(lambda r=rows: model.generate(prime, args.length, 1.0, seed=1, num_samples=r), 1)
+                    tc, out = timed(
+                        lambda r=rows, kw=kw: model.generate(prime, args.length, 1.0, seed=1, num_samples=r, **kw), 1)
+                    # per character: a pattern may end rows early (the 100-300 class)
+                    ratios.append((tc / count(out)) / (tp / (rows * args.length)))
+                    rates.append(count(out) / tc)
+                speeds[rows] = (statistics.median(rates), statistics.median(ratios))
+            print(f"  {name:32s} {speeds[1][0]:10,.0f} ({speeds[1][1]:.2f}x) {speeds[args.rows][0]:12,.0f} "
+                  f"({speeds[args.rows][1]:.2f}x)")
+            rows_out.append({"part": "mask", "pattern": name, "chars_per_s_1": speeds[1][0],
+                             "cost_1": speeds[1][1], f"chars_per_s_{args.rows}": speeds[args.rows][0],
+                             f"cost_{args.rows}": speeds[args.rows][1]})
+
+    # 2. interegular against regex partial matching -----------------------------------------------------------
+    if "2" in parts:
+        print("\n2. computing the mask: interegular tables vs regex partial matching (1 sample, 100 chars)")
+        pattern = PATTERNS["alternatives"]
+        t0 = time.perf_counter()
+        compile_constraint([("regex", pattern + " ")], model.network.chars[: model.vocab.size])  # a fresh compile
+        compile_s = time.perf_counter() - t0
+        ti, _ = timed(lambda: model.generate(prime, 100, 1.0, seed=2, regex=pattern), 1)
+        try:
+            tr, _ = timed(lambda: regex_partial_generate(model, prime, pattern, 100, 2), 1)
+        except ImportError:
+            tr = float("nan")
+        print(f"  interegular: {100 / ti:,.0f} chars/s (compile {compile_s * 1000:.0f} ms); regex partial: "
+              f"{100 / tr:,.0f} chars/s -> {tr / ti:.1f}x slower")
+        rows_out.append({"part": "engines", "interegular_chars_per_s": 100 / ti, "regex_chars_per_s": 100 / tr,
+                         "compile_ms": compile_s * 1000})
+
+    # 3. must-include ------------------------------------------------------------------------------------
+    if "3" in parts:
+        n, length = args.trials, 200
+        for words in (["captain"], ["treasure", "island"]):
+            print(f"\n3. must-include {','.join(words)}: {n} trials of {length} chars; cost in one plain sample's time")
+
+            def has(t: str, words=words) -> bool:
+                return all(w in t for w in words)
+
+            ways = {"automaton": lambda i, w=words: [model.generate(prime, length, 1.0, seed=i, must_include=w)]}
+            for k in (1, 5, 20):
+                ways[f"rejection of {k} plain"] = lambda i, k=k: model.generate(
+                    prime, length, 1.0, seed=i, num_samples=k) if k > 1 else [model.generate(prime, length, 1.0, seed=i)]
+            ways["automaton, best of 5"] = lambda i, w=words: [
+                search.best_of(model, prime, n=1, best_of=5, length=length, seed=i, must_include=w)[0].text]
+            spent = dict.fromkeys(ways, 0.0)
+            hits = dict.fromkeys(ways, 0)
+            picked: dict[str, list[str]] = {w: [] for w in ways}
+            plain_s = 0.0
+            for i in range(n):  # interleaved, so that every way sees the same load
+                t = time.perf_counter()
+                model.generate(prime, length, 1.0, seed=10_000 + i)
+                plain_s += time.perf_counter() - t
+                for name, fn in ways.items():
+                    t = time.perf_counter()
+                    texts = fn(i)
+                    spent[name] += time.perf_counter() - t
+                    good = [x for x in texts if has(x)]
+                    hits[name] += bool(good)
+                    picked[name].append(good[0] if good else texts[0])
+            for name in ways:
+                nll = per_char(model, prime, picked[name])
+                print(f"  {name:24s} {hits[name] / n:6.1%} success, {spent[name] / plain_s:5.2f}x, "
+                      f"{nll:.3f} nats/char of the text returned")
+                rows_out.append({"part": "must_include", "words": words, "way": name, "success": hits[name] / n,
+                                 "cost": spent[name] / plain_s, "nats_per_char": nll})
+
+    # 4. beam search ---------------------------------------------------------------------------------------
+    if "4" in parts:
+        print("\n4. beam search, 200 chars (seconds; x one plain sample; nats/char of the best)")
+        t1, _ = timed(lambda: model.generate(prime, 200, 1.0, seed=5), args.repeats)
+        tg, greedy = timed(lambda: model.generate(prime, 200, 0), 1)
+        print(f"  greedy: {tg:.3f} s, {per_char(model, prime, [greedy]):.3f} nats/char")
+        for width in (1, 2, 4, 8, 16):
+            t, best = timed(lambda w=width: search.beam(model, prime, width=w, length=200), 1)
+            nll = -best[0].per_char
+            print(f"  width {width:2d}: {t:6.3f} s ({t / t1:5.1f}x), {nll:.3f} nats/char")
+            rows_out.append({"part": "beam", "width": width, "seconds": t, "cost": t / t1, "nats_per_char": nll})
+
+    # 5. likelihood --------------------------------------------------------------------------------------
+    if "5" in parts:
+        print("\n5. nats/char under the model (untempered) of 64 samples of 200 chars")
+        for temperature in (1.0, 0.5):
+            base = per_char(model, prime, model.generate(prime, 200, temperature, seed=6, num_samples=64))
+            line = f"  T={temperature}: plain {base:.3f}"
+            row = {"part": "likelihood", "temperature": temperature, "plain": base}
+            for name, pattern in PATTERNS.items():
+                kw = {"must_include": "treasure,island"} if pattern is None else {"regex": pattern}
+                texts = model.generate(prime, 200, temperature, seed=6, num_samples=64, **kw)
+                value = per_char(model, prime, texts)
+                line += f" | {name} {value:.3f}"
+                row[name] = value
+            print(line)
+            rows_out.append(row)
 
     with open(OUT / "constraints.jsonl", "a", encoding="utf-8") as fh:
         for r in rows_out:
