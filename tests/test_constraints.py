@@ -266,3 +266,30 @@ def test_the_cli_shapes_items_and_text_and_bad_input_is_one_line(names_model):
                         (["--regex", "[a-z]{50}", "--max-length", "10"], "no text")):
         r = run_cli("generate", path, *args)
         assert r.returncode == 2 and r.stderr.count("\n") == 1 and words in r.stderr, r.stderr
+
+
+def test_a_selected_history_bans_what_a_rebuilt_one_bans():
+    """Beam search carries the processors' memos from parent to child rows (RowHistory.select): the
+    result must be what the processors compute from the children's ids afresh, siblings independent."""
+    from charlstm.generation.processors import NoRepeatNGram, RepetitionPenalty, RowHistory
+
+    rng = np.random.default_rng(0)
+    procs = [NoRepeatNGram(3), RepetitionPenalty(1.3)]
+    prime = np.array([0, 1, 2, 0, 1])
+    ids = rng.integers(0, 4, size=(3, 12))
+    carried = RowHistory(prime, 3, keep_ids=True)
+    rows = np.arange(3)
+    for t in range(12):
+        for p in procs:
+            p(np.zeros((len(rows), 4)), carried)  # index what the history holds
+        pick = np.array([1, 1, 0]) if t % 3 == 1 else np.array([2, 0, 1])
+        carried = carried.select(pick)
+        rows = rows[pick]
+        ids = ids[pick]
+        carried.update(ids[:, t])
+        fresh = RowHistory(prime, 3, keep_ids=True)
+        for k in range(t + 1):
+            fresh.update(ids[:, k])
+        logits = rng.normal(size=(3, 4))
+        for p in procs:
+            np.testing.assert_array_equal(p(logits, carried), p(logits, fresh))

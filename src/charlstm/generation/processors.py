@@ -93,16 +93,25 @@ class RowHistory:
         out.last, out.run = self.last[rows], self.run[rows]
         out._ids = self._ids[rows] if self._ids is not None else None
         out.memo = {}
+        before = len(self.last)
         for key, value in self.memo.items():
-            if isinstance(key, NoRepeatNGram) and isinstance(value, dict) and set(value) == {"seen", "done"}:
-                seen, used = [], set()
-                for r in rows.tolist():
-                    index = value["seen"][r]
-                    if r in used:  # a second copy of the same row: its own index, sets included
-                        index = {k: set(v) if isinstance(v, set) else v for k, v in index.items()}
-                    used.add(r)
-                    seen.append(index)
-                out.memo[key] = {"seen": seen, "done": value["done"]}
+            if isinstance(key, NoRepeatNGram) and isinstance(value, dict) and "seen" in value:
+                memo: dict[str, Any] = {}
+                for name, part in value.items():
+                    if name == "seen":  # per row, the n-grams seen: copied for a second copy of a row
+                        seen, used = [], set()
+                        for r in rows.tolist():
+                            index = part[r]
+                            if r in used:  # its own index, sets included
+                                index = {k: set(v) if isinstance(v, set) else v for k, v in index.items()}
+                            used.add(r)
+                            seen.append(index)
+                        memo[name] = seen
+                    elif isinstance(part, list) and len(part) == before:  # per row, immutable entries
+                        memo[name] = [part[r] for r in rows.tolist()]
+                    else:  # shared by all rows (how far the history is indexed)
+                        memo[name] = part
+                out.memo[key] = memo
             elif isinstance(value, _Counts):
                 counts = _Counts.__new__(_Counts)
                 counts.counts, counts.done = value.counts[rows], value.done
