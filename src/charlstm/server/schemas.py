@@ -43,6 +43,7 @@ BEST_OF_DOC = (
 BEAM_DOC = "beam search of this width instead of sampling: the likeliest texts found (num_samples <= beam); not streamed"
 Words = Annotated[list[Annotated[str, Field(min_length=1, max_length=100)]], Field(max_length=16)]
 Pattern = Annotated[str, Field(max_length=1000)]
+MustInclude = Words | Annotated[str, Field(max_length=1000)] | None
 
 
 class LoopControl(BaseModel):
@@ -53,13 +54,10 @@ class LoopControl(BaseModel):
     repetition_penalty: float | None = Field(None, gt=0, le=10, allow_inf_nan=False, description=REPETITION_DOC)
     min_p: float | None = Field(None, ge=0, le=1, allow_inf_nan=False, description=MIN_P_DOC)
     typical_p: float | None = Field(None, gt=0, le=1, allow_inf_nan=False, description=TYPICAL_DOC)
-    must_include: Words | Annotated[str, Field(max_length=1000)] | None = Field(None, description=MUST_INCLUDE_DOC)
 
     def settings(self, **fields: Any) -> GenerationSettings:
         """These fields as `GenerationSettings`, with `fields` (the endpoint's own: length, seed ...)."""
         own = {name: getattr(self, name) for name in SAMPLING_FIELDS if name in type(self).model_fields}
-        if own.get("must_include") is None:
-            own.pop("must_include", None)
         return GenerationSettings(**{**own, **fields})
 
 
@@ -101,6 +99,7 @@ def make_schemas(limits: Limits) -> SimpleNamespace:
             None, description="a string (or a list of them): a sample ends once it has generated one"
         )
         regex: Pattern | None = Field(None, description=REGEX_DOC)
+        must_include: MustInclude = Field(None, description=MUST_INCLUDE_DOC)
         best_of: int | None = Field(None, ge=1, le=limits.max_samples, description=BEST_OF_DOC)
         beam: int | None = Field(None, ge=1, le=16, description=BEAM_DOC)
         length_penalty: float = Field(
@@ -109,8 +108,8 @@ def make_schemas(limits: Limits) -> SimpleNamespace:
         )
 
         def settings(self, **fields: Any) -> GenerationSettings:  # type: ignore[override]
-            return super().settings(regex=self.regex, best_of=self.best_of, beam=self.beam,
-                                    length_penalty=self.length_penalty, **fields)
+            return super().settings(regex=self.regex, must_include=self.must_include or (), best_of=self.best_of,
+                                    beam=self.beam, length_penalty=self.length_penalty, **fields)
 
     class NextRequest(Sampling):
         """`POST /api/next`: the likeliest next characters after a prefix, as generation would draw them."""
@@ -178,6 +177,7 @@ def make_schemas(limits: Limits) -> SimpleNamespace:
         guided_choice: Annotated[list[Annotated[str, Field(min_length=1, max_length=1000)]],
                                  Field(min_length=1, max_length=100)] | None = Field(
             None, description="vLLM's: the completion is exactly one of these strings")
+        must_include: MustInclude = Field(None, description=MUST_INCLUDE_DOC)
         # accepted for compatibility at their neutral values only (anything else is a 422 naming the field)
         suffix: str | None = Field(None, description="not supported: only null or empty")
         user: str | None = None
@@ -193,7 +193,7 @@ def make_schemas(limits: Limits) -> SimpleNamespace:
                 "seed": self.seed, "num_samples": self.n, "logprobs": self.logprobs,
                 "presence_penalty": self.presence_penalty or 0.0,
                 "frequency_penalty": self.frequency_penalty or 0.0, "best_of": self.best_of,
-                "regex": self.guided_regex, **fields,
+                "regex": self.guided_regex, "must_include": self.must_include or (), **fields,
             })
 
     return SimpleNamespace(
