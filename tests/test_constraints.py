@@ -96,6 +96,32 @@ def test_bad_patterns_are_one_error_naming_the_field(parts, field, words):
     assert info.value.field == field and "\n" not in str(info.value)
 
 
+def test_intersections_are_exact_and_huge_repeats_are_refused():
+    chars = tuple("abcdeilmnorst .\n")
+    # a bounded line that must contain two words: the product automaton (NumPy), checked by walking it
+    c = compile_constraint([("regex", r"[^\n]{0,300}\."), ("must_include", r"[\s\S]*cat[\s\S]*"),
+                            ("must_include", r"[\s\S]*lemon[\s\S]*")], chars)
+    for text in random_walks_over(c, chars, 320, 32, seed=1):
+        assert re.fullmatch(r"[^\n]{0,300}\.", text) and "cat" in text and "lemon" in text
+    with pytest.raises(CharlstmError, match="repeat counts above 1,000") as info:
+        compile_constraint([("regex", "a{1,5000}")], chars)
+    assert info.value.field == "regex"
+
+
+def random_walks_over(constraint, chars, length: int, rows: int, seed: int) -> list[str]:
+    rng = np.random.default_rng(seed)
+    st = constraint.begin(rows, length)
+    texts = [""] * rows
+    for _ in range(length):
+        ok = st.allowed()
+        ids = np.array([rng.choice(np.flatnonzero(r)) for r in ok])
+        live = ~st.frozen
+        st.advance(ids)
+        texts = [t + chars[i] if alive else t for t, i, alive in zip(texts, ids.tolist(), live, strict=True)]
+        st.frozen = st.frozen | st.complete
+    return texts
+
+
 def test_shorthands_and_words_name_their_fields():
     with pytest.raises(CharlstmError, match="'z'") as info:
         constraint_for(CHARS, must_include="anna,zoe")
