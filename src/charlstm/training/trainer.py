@@ -225,7 +225,7 @@ def fit(model: Any, plan: Plan, data: Data, session: Session, budget: Budget | N
     """
     import keras
 
-    from charlstm.data import batches as feeds
+    from charlstm.training import feeds
 
     numpy = keras.backend.backend() == "torch"
     stream = feeds.to_numpy_stream if numpy else feeds.to_tf_stream
