@@ -37,9 +37,9 @@ def run_metadata(plan: Plan, text: Text, spec: Any) -> dict[str, Any]:
         "model": spec.to_json(),
         "vocab": text.vocab.to_json(),
         "preprocessing": {
-            "normalize": config.normalize,
-            "lowercase": config.lowercase,
-            "ascii_only": config.ascii_only,
+            "normalize": config.text.normalize,
+            "lowercase": config.text.lowercase,
+            "ascii_only": config.text.ascii_only,
             "strip_gutenberg": strip if isinstance(strip, bool) else any(strip),
         },
         "corpus": {
