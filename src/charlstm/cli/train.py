@@ -79,6 +79,19 @@ def add_parsers(sub: Any) -> None:
         help="what separates items (implies --items): line (default), blank (a blank line: poems, recipes) "
         "or a literal string such as '%%%%' (\\n for a newline)",
     )
+    tg = t.add_argument_group("tags: one model, many styles (generate --tag NAME)")
+    tg.add_argument(
+        "--tags", choices=("folder", "file"),
+        help="each file's tag: its parent folder's name (folder) or its own name without the suffix (file)",
+    )
+    tg.add_argument("--tag-field", type=int, metavar="N", help="items: the tag is field N (from 1) of each item")
+    tg.add_argument(
+        "--item-field-sep", metavar="SEP", help="what separates an item's fields (default a tab; \\t for a tab)",
+    )
+    tg.add_argument(
+        "--tag-balance", choices=("none", "equal"),
+        help="none (default): tags as often as the text has them; equal: every tag as many rows an epoch",
+    )
     r = t.add_argument_group("reporting")
     r.add_argument(
         "--sample-temperatures", type=floats, help="per-epoch sample temperatures (default 0.2,0.5,1.0,1.2)"
@@ -146,6 +159,10 @@ def _train_settings(args: argparse.Namespace) -> dict[str, Any]:
         "val_file",
         "items",
         "item_sep",
+        "tags",
+        "tag_field",
+        "item_field_sep",
+        "tag_balance",
         "sample_temperatures",
         "sample_length",
         "tensorboard",
@@ -153,6 +170,8 @@ def _train_settings(args: argparse.Namespace) -> dict[str, Any]:
     settings = {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
     if settings.get("item_sep") is not None:
         settings["items"] = True
+    if settings.get("item_field_sep") is not None:
+        settings["item_field_sep"] = settings["item_field_sep"].encode("utf-8").decode("unicode_escape")
     if args.quiet:
         settings["verbose"] = 0
     if getattr(args, "verbose", False):

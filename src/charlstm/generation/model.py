@@ -7,6 +7,7 @@ character costs one step of each layer, carrying the LSTM/GRU state. No TensorFl
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import unicodedata
@@ -22,6 +23,7 @@ from charlstm.generation.modelfile import check_layers, read_model_file, read_we
 from charlstm.generation.network import ALL_BLAS_THREADS, OneBlasThread, RecurrentLayer, rowwise
 from charlstm.generation.processors import DEFAULT_NO_REPEAT_NGRAM, LogitProcessor, build_processors
 from charlstm.generation.state import Generation, Sampling, StatefulContext, WindowContext, step
+from charlstm.generation.tags import split_tables, tag_index
 
 
 class CharModel:
@@ -43,6 +45,7 @@ class CharModel:
         window: int | None = None,
         file_bytes: bytes | None = None,
         path: str | None = None,
+        tag_table: np.ndarray | None = None,
     ) -> None:
         self.vocab = vocab
         self.layers = layers
@@ -54,8 +57,18 @@ class CharModel:
         self._file_bytes = file_bytes
         # layer 0's projected input for every character id: one row lookup per step
         first = layers[0]
-        table = first.project(input_table) if input_table is not None else first._kernel + first._bias_in
-        self._table0 = np.ascontiguousarray(table, dtype=np.float32)
+        self.tags: tuple[str, ...] = tuple(meta.get("tags") or ())  # a tagged model's tags, in id order
+        self.tag: str | None = None  # the tag this view generates in (`with_tag`; None: untagged)
+        self._tag_table0: np.ndarray | None = None  # (K, G*u): each tag's share of layer 0's input
+        if tag_table is not None:
+            rows = input_table.shape[1] if input_table is not None else vocab.size
+            base, self._tag_table0 = split_tables(first, input_table, tag_table, rows)
+            self._base_table0 = base
+            self._table0 = base + self._tag_table0[0]  # the first tag until `with_tag` picks one
+            self.tag = self.tags[0] if self.tags else None
+        else:
+            table = first.project(input_table) if input_table is not None else first._kernel + first._bias_in
+            self._table0 = np.ascontiguousarray(table, dtype=np.float32)
         self.sampling_bias = dense_bias.copy()  # the output bias with the unknown symbol masked out
         if vocab.unknown_id is not None:
             self.sampling_bias[vocab.unknown_id] = -np.inf  # the unknown symbol is never generated
@@ -115,8 +128,27 @@ class CharModel:
     def initial_state(self, batch: int = 1) -> list[tuple[np.ndarray, ...]]:
         return [layer.zero_state(batch) for layer in self.layers]
 
+    def with_tag(self, tag: str | None) -> CharModel:
+        """This model generating, scoring and evaluating in `tag` (a tagged model; None: its first tag): a
+        view sharing the weights, whose layer-0 table has the tag's row added (generation/tags.py)."""
+        k = tag_index(self.tags, tag, self.path or "this model")
+        if k < 0 or self.tags[k] == self.tag:
+            return self
+        view = copy.copy(self)
+        view.tag = self.tags[k]
+        view._table0 = np.ascontiguousarray(self._base_table0 + self._tag_table0[k], dtype=np.float32)
+        view._copy_checkers = self._copy_checkers
+        return view
+
+    def classify(self, text: str, unknown: str = "skip") -> Any:
+        """Which tag is `text` in? The posterior over the tags from its likelihood under each, in one batched
+        pass (generation/tags.py: `Classified`, `.best`, `.ranked()`)."""
+        from charlstm.generation.tags import classify
+
+        return classify(self, text, unknown=unknown)
+
     def forward(
-        self, ids: np.ndarray, state: list[tuple[np.ndarray, ...]] | None = None
+        self, ids: np.ndarray, state: list[tuple[np.ndarray, ...]] | None = None, tags: np.ndarray | None = None
     ) -> tuple[np.ndarray, list[tuple[np.ndarray, ...]]]:
         """Logits (B, T, V) for ids (B, T), continuing from `state` (zero if None); returns the new state.
 
@@ -132,6 +164,8 @@ class CharModel:
         state = list(state) if state is not None else self.initial_state(batch)
         with OneBlasThread(True):
             xproj = self._table0[ids]  # (B, T, G*u)
+            if tags is not None:  # a tag per row (tags.classify): its share instead of this view's
+                xproj = self._base_table0[ids] + self._tag_table0[np.asarray(tags)][:, None, :]
             hidden = None
             for n, layer in enumerate(self.layers):
                 if n > 0:
@@ -421,7 +455,7 @@ def model_from_parts(
     check_layers(layer_cfgs, path)
     per_layer = read_weights(weights, classes) if isinstance(weights, bytes) else weights
     vocab = Vocabulary.from_json(meta["vocab"])
-    input_table = None
+    input_table = tag_table = None
     rnn: list[RecurrentLayer] = []
     dense = None
     window = None
@@ -431,6 +465,8 @@ def model_from_parts(
             shape = cfg.get("batch_shape") or cfg.get("batch_input_shape")
             if shape and len(shape) > 1 and shape[1] is not None:
                 window = int(shape[1])
+        elif cls == "Embedding" and cfg.get("name") == "tag_embedding":
+            tag_table = w[0]
         elif cls == "Embedding":
             input_table = w[0]
         elif cls in ("LSTM", "GRU"):
@@ -449,6 +485,7 @@ def model_from_parts(
         window=window,
         file_bytes=file_bytes,
         path=path,
+        tag_table=tag_table,
     )
 
 

@@ -133,6 +133,31 @@ class BitsPerChar(keras.callbacks.Callback):
             add_bits(logs)
 
 
+class TagLosses(keras.callbacks.Callback):
+    """A tagged run's validation loss per tag (`val_loss_TAG`, nats/char; bits too) in the epoch's logs, so
+    metrics.csv and loss.png show each tag: every tag's held-out text read on its own, once an epoch."""
+
+    def __init__(self, per_tag: list[tuple[str, Any]]) -> None:
+        super().__init__()
+        self.per_tag = per_tag
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if logs is None or "val_loss" not in logs:
+            return
+        for name, batches in self.per_tag:
+            total, count = 0.0, 0
+            for x, y in batches.epoch_batches(0):
+                logits = np.asarray(self.model.predict_on_batch(x), dtype=np.float64)  # (B, T, V)
+                top = logits.max(axis=-1, keepdims=True)
+                logz = np.log(np.exp(logits - top).sum(axis=-1)) + top[..., 0]
+                picked = np.take_along_axis(logits, y[..., None].astype(np.int64), axis=-1)[..., 0]
+                total += float((logz - picked).sum())
+                count += y.size
+            if count:
+                logs[f"val_loss_{name}"] = total / count
+                logs[f"val_bpc_{name}"] = total / count / LN2
+
+
 class BudgetClock(keras.callbacks.Callback):
     """Run `fit` for a time budget: the schedule (budget.BudgetSchedule) decides, this callback applies.
 
@@ -310,6 +335,7 @@ class RunRecorder(keras.callbacks.Callback):
             "val_bpc": logs.get("val_bpc"),
             "lr": float(np.asarray(lr)),
             "partial": int(partial),  # 1: the budget (or a signal) ended this row's interval early
+            **{k: v for k, v in logs.items() if k.startswith(("val_loss_", "val_bpc_"))},  # per tag (TagLosses)
         }
         self.history.append(row)
         monitored = row["val_loss"] if row["val_loss"] is not None else row["loss"]
@@ -348,6 +374,10 @@ class RunRecorder(keras.callbacks.Callback):
         ax.plot(epochs, [r["bpc"] for r in self.history], "o-", label="train")
         if any(r["val_bpc"] is not None for r in self.history):
             ax.plot(epochs, [r["val_bpc"] for r in self.history], "o-", label="validation")
+        for key in dict.fromkeys(k for r in self.history for k in r if k.startswith("val_bpc_")):
+            points = [(r["epoch"], r[key]) for r in self.history if r.get(key) is not None]
+            if points:
+                ax.plot(*zip(*points, strict=True), ".--", label=f"validation: {key[len('val_bpc_'):]}")
         ax.set_xlabel("epoch")
         ax.set_ylabel("loss (bits/char)")
         ax.set_title(self.run_dir.name)

@@ -107,7 +107,11 @@ def make_model(plan: Plan, spec: Any, steps: int, dist: strategies.Distributed |
             compile_model(model, plan.config, steps)
             if plan.init_from is not None:
                 old = load_keras_model(plan.init_from, compile=False)
-                if plan.grow is not None:  # new characters: the vocabulary-sized layers grow (grow.py)
+                if plan.tag_grow is not None:  # new tags (and maybe characters): grown layer by layer
+                    from charlstm.training.grow import grow_tags
+
+                    grow_tags(model, old, plan.grow)
+                elif plan.grow is not None:  # new characters: the vocabulary-sized layers grow (grow.py)
                     from charlstm.training.grow import grow_model
 
                     g = plan.grow
@@ -158,7 +162,23 @@ def run_metadata(plan: Plan, text: Text, spec: Any) -> dict[str, Any]:
         "longest_runs": longest_runs(text.train_ids, text.vocab.size, read=span).tolist(),
         "trained_with": describe(),
         **({"items": text.items.record} if text.items is not None else {}),
+        **(tag_metadata(plan, text) if text.tag_names else {}),
     }
+
+
+def tag_metadata(plan: Plan, text: Text) -> dict[str, Any]:
+    """A tagged model's record: its tags in id order, and default primes cut from each tag's own text."""
+    import numpy as np
+
+    config = plan.config
+    tag_seeds = {}
+    for t, name in enumerate(text.tag_names):
+        if text.items is not None:
+            tag_seeds[name] = [text.items.record["boundary"]]
+        else:
+            mine = np.asarray(text.train_ids)[np.asarray(text.train_tags) == t]
+            tag_seeds[name] = seeds(mine, text.vocab, 4, config.maxlen, config.seed) if len(mine) else []
+    return {"tags": list(text.tag_names), "tag_seeds": tag_seeds}
 
 
 def make_session(
@@ -201,7 +221,12 @@ def make_session(
     )
     # order matters: bits/char enter the logs before the progress bar prints them, and the recorder
     # (samples, checkpoints) runs after the bar has finished its line
-    cbs: list[Any] = [*(extra or []), DropoutSeeds(config.seed), stopper, BitsPerChar()]
+    cbs: list[Any] = [*(extra or []), DropoutSeeds(config.seed), stopper]
+    if data.tag_val:  # the loss per tag joins the logs before bits/char and the recorder read them
+        from charlstm.training.callbacks import TagLosses
+
+        cbs.append(TagLosses(data.tag_val))
+    cbs.append(BitsPerChar())
     cbs.append(keras.callbacks.TerminateOnNaN())
     if clock is not None:  # its own progress line: time used of the budget
         cbs.append(clock)
@@ -404,7 +429,7 @@ def train(
     budget = plan_budget(plan, text, data)
     if budget is not None:
         limit_validation(plan.config, text, data, budget.val_chars, dist)
-    spec = model_spec(plan.config, text.vocab)
+    spec = model_spec(plan.config, text.vocab, len(text.tag_names or []))
     model = make_model(plan, spec, data.steps, dist)
     meta = {**run_metadata(plan, text, spec), "distribute": dist.describe(plan.config.batch_size)}
     if budget is not None:
