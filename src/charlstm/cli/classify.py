@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 from typing import Any
 
 
@@ -29,7 +30,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
         from charlstm.errors import CharlstmError
 
         raise CharlstmError(f"{args.model} has no tags to classify into (trained without --tags)")
-    text = read_text_file(args.file, encoding=args.encoding)
+    text = read_text_file(Path(args.file), encoding=args.encoding)
     texts = [line for line in text.split("\n") if line.strip()] if args.lines else [text]
     for t in texts:
         result = model.classify(t)

@@ -40,15 +40,15 @@ def boundary_for(separator: str) -> str:
     return "\n" if separator == "line" else RECORD_SEPARATOR
 
 
-def split_text(text: str, separator: str) -> list[str]:
-    """The items of a text: stripped, empty ones dropped."""
+def split_text(text: str, separator: str, strip: bool = True) -> list[str]:
+    """The items of a text: stripped (unless `strip` is off: a tag field may be empty), empty ones dropped."""
     if separator == "line":
         parts = text.split("\n")
     elif separator == "blank":
         parts = re.split(r"\n[ \t]*\n", text)
     else:
         parts = text.split(separator.encode("utf-8").decode("unicode_escape") if "\\" in separator else separator)
-    return [p.strip() for p in parts if p.strip()]
+    return [p.strip() if strip else p for p in parts if p.strip()]
 
 
 def fingerprints(items: list[str]) -> np.ndarray:
@@ -87,10 +87,10 @@ def split_fields(items: list[str], field: int, sep: str, source: str) -> tuple[l
     bodies, tags = [], []
     for n, item in enumerate(items, 1):
         parts = item.split(sep)
-        if len(parts) < field:
+        if len(parts) < max(field, 2):
             raise CharlstmError(
-                f"{source}: item {n} ({item[:40]!r}) has {len(parts)} field(s), no field {field} for its tag "
-                f"(fields separated by {sep!r}: --item-field-sep)"
+                f"{source}: item {n} ({item[:40]!r}) has {len(parts)} field(s); it needs its tag (field {field}) "
+                f"and its text, separated by {sep!r} (--item-field-sep)"
             )
         tag = parts.pop(field - 1).strip()
         check_tag(tag, f"{source}: item {n} ({item[:40]!r})")
@@ -135,7 +135,7 @@ def split_items(
     boundary = boundary_for(separator)
     if separator != "line" and RECORD_SEPARATOR in text:
         raise CharlstmError(f"{source} contains U+001E (record separator), the items' boundary symbol; remove it")
-    items = split_text(text, separator)
+    items = split_text(text, separator, strip=tag_field is None)
     if not items:
         raise CharlstmError(f"{source}: no items (every line or part is empty)")
     item_tags: list[str] = []
@@ -143,7 +143,7 @@ def split_items(
     if tag_field is not None:
         items, item_tags = split_fields(items, tag_field, field_sep, source)
     if val_text is not None:
-        train_items, val_items = items, split_text(val_text, separator)
+        train_items, val_items = items, split_text(val_text, separator, strip=tag_field is None)
         if tag_field is not None:
             val_items, val_tags = split_fields(val_items, tag_field, field_sep, f"{source} (--val-file)")
     else:

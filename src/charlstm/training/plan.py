@@ -237,7 +237,7 @@ def read_text(plan: Plan) -> Text:
         from charlstm.data.tags import split_by_tag
 
         config.tags = config.tags or "folder"
-        ids = RemappedIds(corpus.train_ids, table) if table is not None else corpus.train_ids
+        ids = RemappedIds(corpus.ids, table) if table is not None else corpus.ids  # the split is per tag
         split = split_by_tag(ids, corpus.meta["tags"], config.val_frac, plan.source)
         names, train_tags, val_tags = _tag_names(plan, split.names, split.train_tags, split.val_tags)
         return Text(corpus, vocab, split.train_ids, split.val_ids, tag_names=names, train_tags=train_tags,
