@@ -254,3 +254,17 @@ def test_fine_tuning_adds_a_tag_and_keeps_the_old_tags_outputs() -> None:
         np.testing.assert_allclose(new.predict(x, verbose=0), old.predict(x, verbose=0), atol=1e-6)
     rows = new.get_layer("tag_embedding").get_weights()[0]
     np.testing.assert_allclose(rows[2], rows[:2].mean(axis=0), atol=1e-6)
+
+
+def test_a_prepared_tagged_corpus_trains_and_resumes_with_its_tags(folder: Path, tmp_path: Path) -> None:
+    from charlstm import train
+
+    out = _cli("prepare", str(folder), "--tags", "folder", "--out", str(tmp_path / "prepared"))
+    assert out.returncode == 0, out.stderr
+    small = {**TRAIN, "epochs": 1, "units": 16}
+    first = train(tmp_path / "prepared", out=tmp_path / "run", **small)
+    assert first.tags == ("names", "play")
+    resumed = train(out=tmp_path / "run", resume=True, epochs=2, verbose=0)
+    assert resumed.tags == ("names", "play") and resumed.meta["config"]["tags"] == "folder"
+    rows = (tmp_path / "run" / "metrics.csv").read_text().splitlines()
+    assert len(rows) == 3 and "val_loss_play" in rows[0]

@@ -111,6 +111,8 @@ def add_parsers(sub: Any) -> None:
     add_text_options(pp)
     pp.add_argument("--val-frac", type=float, help="hold out the last fraction of the text (default 0.1)")
     pp.add_argument("--val-file", help="validate on this file instead")
+    pp.add_argument("--tags", choices=("folder", "file"),
+                    help="a tagged corpus: each file's tag is its parent folder's name or its own (train --tags)")
     pp.add_argument("--quiet", action="store_true", help="no progress bars")
 
     t.set_defaults(func=cmd_train)
@@ -208,7 +210,18 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     keys = [f for f in TextOptions.__dataclass_fields__ if getattr(args, f, None) is not None]
     opts = TextOptions(**{k: getattr(args, k) for k in keys})
     started = time.time()
-    corpus = prepare(args.sources, args.out, opts, verbose=not args.quiet)
+    if getattr(args, "tags", None):  # one folder, one source per tag (data/tags.py)
+        from charlstm.data.corpus import resolve_source
+        from charlstm.data.tags import tagged_sources
+
+        if len(args.sources) != 1:
+            raise CharlstmError("--tags reads one folder (a folder or a file per tag)")
+        if opts.val_file:
+            raise CharlstmError("--tags holds out the end of every tag's text; drop --val-file")
+        found, tags = tagged_sources(resolve_source(args.sources[0], glob=opts.glob), args.tags)
+        corpus = prepare(args.sources * len(found), args.out, opts, verbose=not args.quiet, resolved=found, tags=tags)
+    else:
+        corpus = prepare(args.sources, args.out, opts, verbose=not args.quiet)
     seconds = time.time() - started
     mb = corpus.meta["bytes_read"] / 1e6
     split = corpus.meta["split"]

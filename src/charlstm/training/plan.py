@@ -375,10 +375,10 @@ def make_data(config: TrainConfig, text: Text, dist: strategies.Distributed | No
             batches.distribute(dist.replicas, dist.process_id, dist.num_processes)
     if val is not None and len(val) == 0:  # fewer validation rows than replicas
         val = None
-    return Data(train, val, len(train), _tag_validation(config, text, batch) if val is not None else [])
+    return Data(train, val, len(train), tag_validation(config, text, batch) if val is not None else [])
 
 
-def _tag_validation(config: TrainConfig, text: Text, batch: int) -> list[tuple[str, Any]]:
+def tag_validation(config: TrainConfig, text: Text, batch: int) -> list[tuple[str, Any]]:
     """Each tag's own validation batches (its held-out text alone): the loss per tag in metrics.csv."""
     from charlstm.data.batches import make_sequence_batches
     from charlstm.data.item_batches import ItemBatches
