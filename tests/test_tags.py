@@ -268,3 +268,13 @@ def test_a_prepared_tagged_corpus_trains_and_resumes_with_its_tags(folder: Path,
     assert resumed.tags == ("names", "play") and resumed.meta["config"]["tags"] == "folder"
     rows = (tmp_path / "run" / "metrics.csv").read_text().splitlines()
     assert len(rows) == 3 and "val_loss_play" in rows[0]
+
+
+def test_served_runs_are_named_after_their_folders_and_list_their_tags(models) -> None:
+    from charlstm.server import load_entries
+
+    _, _, runs = models
+    entries = load_entries([str(runs / "tagged" / "model.keras"), str(runs / "untagged" / "model.keras"),
+                            str(runs / "tagged" / "best.keras")])
+    assert [e.name for e in entries] == ["tagged", "untagged", "tagged-best"]
+    assert entries[0].info()["tags"] == ["names", "play"] and entries[1].info()["tags"] == []
