@@ -136,24 +136,26 @@ def print_samples(
     model: Any, prime: str | None, temperatures: Sequence[float], length: int,
     check: Any = None, **kw: Any,
 ) -> None:
-    """Print samples as they come; `check(text)`, if given, prints the copy report under each one."""
+    """Print samples as they come, one per temperature; `check(text)`, if given, prints the copy report
+    under each one. kw: the other `GenerationSettings` (all checked before the first sample)."""
     import numpy as np
 
-    from charlstm.generation.sampling import check_options
+    from charlstm.generation import generate
+    from charlstm.generation.settings import GenerationSettings
 
-    for t in temperatures:
-        check_options(t, kw.get("top_k"), kw.get("top_p"), kw.get("min_p"), kw.get("typical_p"))
+    base = GenerationSettings(length=length, temperature=temperatures[0] if temperatures else 1.0, **kw)
+    runs = [base.replace(temperature=t) for t in temperatures]
     if prime is None:
-        prime = model.default_prime(np.random.default_rng(kw.get("seed")))
+        prime = model.default_prime(np.random.default_rng(base.seed))
     shown = model.prepare(prime)
     out = _Streamer()
-    for n, temp in enumerate(temperatures):
-        if len(temperatures) > 1:
-            out.write(f"{'' if n == 0 else chr(10)}----- temperature: {temp}\n")
-        stream: Iterable[Any] = model.stream(prime, length, temp, **kw)
-        if kw.get("num_samples", 1) > 1:
+    for n, settings in enumerate(runs):
+        if len(runs) > 1:
+            out.write(f"{'' if n == 0 else chr(10)}----- temperature: {settings.temperature}\n")
+        stream: Iterable[Any] = generate.stream(model.network, settings, prime)
+        if settings.num_samples > 1:
             pieces = list(stream)
-            for b in range(kw["num_samples"]):
+            for b in range(settings.num_samples):
                 text = "".join(p[b] for p in pieces)
                 out.write(f"----- sample {b + 1}\n{shown}{text}\n")
                 if check is not None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from charlstm.errors import CharlstmError
+from charlstm.errors import CharlstmError, UnknownCharacters
 
 UNKNOWN_POLICIES = ("error", "skip", "replace")
 UNKNOWN_DISPLAY = "\ufffd"  # how the unknown symbol prints if ever decoded (it is never generated)
@@ -106,7 +106,7 @@ class Vocabulary:
         """
         if unknown not in UNKNOWN_POLICIES:
             raise CharlstmError(
-                f"unknown-character policy must be one of {', '.join(UNKNOWN_POLICIES)}, got {unknown!r}"
+                f"unknown-character policy must be one of {', '.join(UNKNOWN_POLICIES)}, got {unknown!r}", "unknown"
             )
         table = np.array([ord(c) for c in self.chars], dtype=np.uint32)
         order = np.argsort(table)
@@ -122,10 +122,7 @@ class Vocabulary:
                 if unknown == "error":
                     missing = self.unknown_chars(text)
                     shown = ", ".join(repr(c) for c in missing[:10]) + (" ..." if len(missing) > 10 else "")
-                    raise CharlstmError(
-                        f"{len(missing)} character(s) not in the model's vocabulary: {shown}; "
-                        "use --unknown skip (or replace) to go on"
-                    )
+                    raise UnknownCharacters(f"{len(missing)} character(s) not in the model's vocabulary: {shown}")
                 if unknown == "replace" and self.has_unknown:
                     ids[~found] = self.unknown_id
                 else:

@@ -12,6 +12,9 @@ import numpy as np
 
 from charlstm.data.items import unpack
 from charlstm.errors import CharlstmError
+from charlstm.generation import generate
+from charlstm.generation.network import Network
+from charlstm.generation.settings import GenerationSettings
 
 NEW, TRAINING, VALIDATION = "new", "in training set", "in validation set"
 
@@ -52,7 +55,7 @@ class ItemMarks:
 
 
 def generate_items(
-    model: Any,
+    network: Network,
     n: int,
     temperature: float = 1.0,
     *,
@@ -62,16 +65,17 @@ def generate_items(
     only_new: bool = False,
     max_len: int | None = None,
     max_rounds: int = 50,
+    tag: str | None = None,
 ) -> list[Item]:
     """`n` whole items (fewer only if `only_new` finds no more new ones in `max_rounds` batches).
 
     An item that reaches `max_len` characters (default: twice the longest training item, + 20) without
     ending is dropped, never cut: every item returned ended at the boundary symbol."""
-    record = model.meta.get("items")
+    record = network.meta.get("items")
     if not record:
-        raise CharlstmError(f"{model.path or 'this model'} is not an items model (train one with --items)")
+        raise CharlstmError(f"{network.name} is not an items model (train one with --items)")
     if not isinstance(n, int) or n < 1:
-        raise CharlstmError(f"num-samples must be an integer >= 1, got {n}")
+        raise CharlstmError(f"num-samples must be an integer >= 1, got {n}", "num_samples")
     boundary = record["boundary"]
     marks = ItemMarks(record)
     limit = max_len or 2 * int(record.get("max_len", 100)) + 20
@@ -80,8 +84,9 @@ def generate_items(
     for _ in range(max_rounds):
         want = n - len(out)
         rows = want if not only_new else min(max(2 * want, 16), 1024)
-        texts = model.generate(boundary, limit, temperature, top_k=top_k, top_p=top_p,
-                               seed=int(rng.integers(2**63)), num_samples=rows, stop=boundary)
+        settings = GenerationSettings(length=limit, temperature=temperature, top_k=top_k, top_p=top_p,
+                                      seed=int(rng.integers(2**63)), num_samples=rows, stop=boundary, tag=tag)
+        texts = generate.generate(network, settings, boundary)
         for text in [texts] if isinstance(texts, str) else texts:
             if not text.endswith(boundary) or len(text) < 2:
                 continue  # too long, or empty: not an item
@@ -94,11 +99,11 @@ def generate_items(
     return out
 
 
-def mark_samples(model: Any, texts: list[str]) -> list[dict[str, Any]]:
+def mark_samples(network: Network, texts: list[str]) -> list[dict[str, Any]]:
     """The items in an items model's samples (each stopped at the boundary): text and mark; a sample that
     did not reach the boundary (cut by its length) is marked "unfinished"."""
-    boundary = model.meta["items"]["boundary"]
-    marks = ItemMarks(model.meta["items"])
+    boundary = network.meta["items"]["boundary"]
+    marks = ItemMarks(network.meta["items"])
     out = []
     for text in texts:
         if text.endswith(boundary):

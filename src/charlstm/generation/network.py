@@ -1,17 +1,31 @@
-"""The network's one time step in NumPy: LSTM and GRU layers as Keras stores them, row by row.
+"""The network in NumPy: the weights of a `.keras` file and everything that runs its layers.
 
-Every row (sample) is computed as its own vector-matrix product, so a row's bits never depend on the rows
-stacked with it: a request's text cannot depend on what else the server is running (`rowwise`). The first
-layer's input projection is folded into a (V, gates) table by the model (model.py), so a step starts with a
-row lookup, not a matmul.
+`Network` holds the vocabulary, the recurrent layers, the Dense head and the model file's metadata, and runs
+them: `forward` over whole sequences (a prime, a text to score), `step` one character per row (generation).
+Every other part of generation (state.py, scoring.py, evaluation.py, items.py) takes a `Network`;
+`CharModel` (model.py) is the facade that loads a file and delegates to these functions.
+
+Every row (sample) of a step is computed as its own vector-matrix product, so a row's bits never depend on the
+rows stacked with it: a request's text cannot depend on what else the server is running (`rowwise`). The first
+layer's input projection is folded into a (V, gates) table, so a step starts with a row lookup, not a matmul.
 """
 
 from __future__ import annotations
 
+import copy
+import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from charlstm.data.vocab import Vocabulary
+from charlstm.errors import CharlstmError
+from charlstm.generation.modelfile import check_layers, read_weights
+from charlstm.generation.tags import split_tables, tag_index
+
+State = list[tuple[np.ndarray, ...]]  # per layer: (h, c) for LSTM, (h,) for GRU, each (B, units)
+UNKNOWN_CHAR = "\ufffd"  # what the unknown symbol's id generates as
 
 _BLAS = None  # threadpoolctl's controller, made once (inspecting the loaded libraries takes milliseconds)
 
@@ -94,8 +108,11 @@ class RecurrentLayer:
         self._recurrent = np.ascontiguousarray(self.recurrent[:, order] * scale, dtype=np.float32)
         self._bias_in = np.ascontiguousarray(bias_in, dtype=np.float32)
 
-    def input_bias(self) -> np.ndarray:
-        return self.bias if self.cell == "lstm" else self.bias[0]
+    def input_table(self, embedding: np.ndarray | None) -> np.ndarray:
+        """The projected input (V, G*u) of every character id: `project(embedding)`, or, for one-hot input
+        (no embedding), the fused kernel's rows plus the input bias."""
+        table = self.project(embedding) if embedding is not None else self._kernel + self._bias_in
+        return np.ascontiguousarray(table, dtype=np.float32)
 
     def project(self, x: np.ndarray, by_row: bool = False) -> np.ndarray:
         """The input's share of every gate, in the fused layout `step` takes: x @ kernel + input bias."""
@@ -137,3 +154,198 @@ class RecurrentLayer:
         h *= zr[:, :u]
         h += hh  # z * h + (1 - z) * hh
         return (h,)
+
+
+class Network:
+    """The weights and the step: a character model's layers, run in NumPy.
+
+    Args:
+        vocab: the model's vocabulary (id i is `vocab.chars[i]`; the unknown symbol, if any, is the last id).
+        input_table: the Embedding's (V, E) table, or None for one-hot input.
+        layers: the recurrent layers, first to last.
+        dense_kernel, dense_bias: the head, (units, V) and (V,).
+        meta: the model file's charlstm record (vocabulary, preprocessing, recipe, seeds, runs ...).
+        window: the input window of a classic (lesson) model, None for the default recipe's.
+        path: where it was loaded from (named in error messages), if anywhere.
+
+    Attributes: `chars` (id -> character as generated, "\ufffd" for the unknown symbol) and `sampling_bias`
+    (the head's bias with the unknown symbol at -inf: it is never generated), besides the arguments.
+    """
+
+    def __init__(
+        self,
+        *,
+        vocab: Vocabulary,
+        input_table: np.ndarray | None,
+        layers: list[RecurrentLayer],
+        dense_kernel: np.ndarray,
+        dense_bias: np.ndarray,
+        meta: dict[str, Any],
+        window: int | None = None,
+        path: str | None = None,
+        tag_table: np.ndarray | None = None,
+    ) -> None:
+        self.vocab = vocab
+        self.layers = layers
+        self.dense_kernel = dense_kernel  # (units, V)
+        self.dense_bias = dense_bias  # (V,)
+        self.meta = meta
+        self.window = window
+        self.path = path
+        self.chars: tuple[str, ...] = (*vocab.chars, UNKNOWN_CHAR)
+        self.tags: tuple[str, ...] = tuple(meta.get("tags") or ())  # a tagged model's tags, in id order
+        self.tag: str | None = None  # the tag this network generates in (`with_tag`; None: untagged)
+        self.tag_table0: np.ndarray | None = None  # (K, G*u): each tag's share of layer 0's input (tags.py)
+        if tag_table is not None:
+            rows = input_table.shape[1] if input_table is not None else vocab.size
+            self.base_table0, self.tag_table0 = split_tables(layers[0], input_table, tag_table, rows)
+            self.tag = self.tags[0]  # the first tag until `with_tag` picks one
+            self.table0 = self.base_table0 + self.tag_table0[0]
+        else:
+            self.table0 = layers[0].input_table(input_table)  # (V, G*u): layer 0's projected input per id
+        self.sampling_bias = dense_bias.copy()  # (V,)
+        if vocab.unknown_id is not None:
+            self.sampling_bias[vocab.unknown_id] = -np.inf
+        self.step_count = 0  # time steps run so far (tests use it to see that primes are read once)
+
+    @property
+    def recipe(self) -> str:
+        return str(self.meta.get("recipe", "default"))
+
+    @property
+    def name(self) -> str:
+        """How error messages name this model."""
+        return self.path or "this model"
+
+    # -- text <-> ids ---------------------------------------------------------------------------------------
+    def prepare(self, text: str) -> str:
+        """Apply the model's preprocessing (Unicode form, case, ASCII) to user text such as a prime."""
+        pre = self.meta.get("preprocessing", {})
+        form = pre.get("normalize", "none")
+        if form and form != "none":
+            text = unicodedata.normalize(form, text)
+        if pre.get("lowercase"):
+            text = text.lower()
+        if pre.get("ascii_only"):
+            text = text.encode("ascii", errors="ignore").decode("ascii")
+        return text
+
+    def encode(self, text: str, unknown: str = "error") -> np.ndarray:
+        """The ids of `text` after `prepare`; unknown: error, skip or replace characters outside the vocabulary."""
+        return self.vocab.encode(self.prepare(text), unknown=unknown)
+
+    def with_tag(self, tag: str | None) -> Network:
+        """This network in `tag` (a tagged model; None: as it is): a view sharing the weights whose layer-0
+        table has the tag's row added, so a step costs what an untagged one does (generation/tags.py). An
+        unknown tag, or a tag for an untagged model, is one line naming the tags it knows (field "tag")."""
+        if tag is None:
+            return self
+        k = tag_index(self.tags, tag, self.name)
+        if self.tags[k] == self.tag:
+            return self
+        view = copy.copy(self)
+        view.tag = self.tags[k]
+        view.table0 = np.ascontiguousarray(self.base_table0 + self.tag_table0[k], dtype=np.float32)  # (V, G*u)
+        return view
+
+    # -- running the layers ---------------------------------------------------------------------------------
+    def initial_state(self, batch: int = 1) -> State:
+        """The zero state for `batch` rows."""
+        return [layer.zero_state(batch) for layer in self.layers]
+
+    def forward(
+        self, ids: np.ndarray, state: State | None = None, tags: np.ndarray | None = None
+    ) -> tuple[np.ndarray, State]:
+        """Logits (B, T, V) for ids (B, T), continuing from `state` (zero if None); returns the new state.
+        tags (B,): a tagged model's tag id for each row (`tags.classify`), instead of this view's tag.
+
+        Layer by layer over the whole sequence, so inputs above the first layer are projected with one
+        matmul per layer rather than one per step. Always on one BLAS thread: a matrix product split over
+        threads rounds differently from one on a single thread, and a prime read here must leave the same state
+        whatever the machine's thread count or another thread's limit (the server's batchers) at that moment.
+        """
+        ids = np.asarray(ids)
+        if ids.ndim == 1:
+            ids = ids[None, :]  # (1, T)
+        batch, steps = ids.shape
+        state = list(state) if state is not None else self.initial_state(batch)
+        with OneBlasThread(True):
+            xproj = self.table0[ids]  # (B, T, G*u)
+            if tags is not None:  # each row in its own tag
+                xproj = self.base_table0[ids] + self.tag_table0[np.asarray(tags)][:, None, :]
+            hidden = None
+            for n, layer in enumerate(self.layers):
+                if n > 0:
+                    xproj = layer.project(hidden)  # (B, T, units below) -> (B, T, G*u)
+                outs = np.empty((batch, steps, layer.units), np.float32)  # (B, T, u)
+                st = state[n]
+                for t in range(steps):
+                    st = layer.step(xproj[:, t], st)
+                    outs[:, t] = st[0]
+                state[n] = st
+                hidden = outs
+            self.step_count += steps
+            return hidden @ self.dense_kernel + self.dense_bias, state  # (B, T, V)
+
+    def logits(self, text_or_ids: str | np.ndarray) -> np.ndarray:
+        """Logits (T, V) of one sequence read from the zero state: the next-character scores after each."""
+        ids = self.encode(text_or_ids) if isinstance(text_or_ids, str) else np.asarray(text_or_ids)
+        return self.forward(ids[None, :])[0][0]
+
+    def step(self, ids: np.ndarray, state: State) -> tuple[np.ndarray, State]:
+        """One time step for a batch of rows: feed `ids` (B,) after `state`; returns the logits for the next
+        character (B, V; the unknown symbol masked to -inf) and the new state. What generation runs per
+        character, for one request's rows or for the rows of many requests stacked together: every row is
+        computed independently of the others, bit for bit (`rowwise`), so stacking never changes a text."""
+        state = list(state)
+        with self.blas_for(len(ids)):
+            xproj = self.table0[ids]  # (B, G*u)
+            for n, layer in enumerate(self.layers):
+                if n > 0:
+                    xproj = layer.project(state[n - 1][0], by_row=True)  # (B, u below) -> (B, G*u)
+                state[n] = layer.step(xproj, state[n], by_row=True)
+            self.step_count += 1
+            return rowwise(state[-1][0], self.dense_kernel) + self.sampling_bias, state  # (B, V)
+
+    @staticmethod
+    def blas_for(rows: int) -> OneBlasThread:
+        """`with network.blas_for(rows):` one BLAS thread when stepping several rows (see `OneBlasThread`)."""
+        return OneBlasThread(True) if rows > 1 else ALL_BLAS_THREADS
+
+
+def network_from_parts(
+    config: dict[str, Any],
+    meta: dict[str, Any],
+    weights: list[list[np.ndarray]] | bytes,
+    path: str | None = None,
+) -> Network:
+    """Assemble a `Network` from a Keras model config and per-layer weights (or the h5 bytes)."""
+    layer_cfgs = config["config"]["layers"]
+    classes = [lc["class_name"] for lc in layer_cfgs]
+    check_layers(layer_cfgs, path)
+    per_layer = read_weights(weights, classes) if isinstance(weights, bytes) else weights
+    vocab = Vocabulary.from_json(meta["vocab"])
+    input_table = tag_table = None
+    rnn: list[RecurrentLayer] = []
+    dense = None
+    window = None
+    for lc, w in zip(layer_cfgs, per_layer, strict=False):
+        cls, cfg = lc["class_name"], lc["config"]
+        if cls == "InputLayer":
+            shape = cfg.get("batch_shape") or cfg.get("batch_input_shape")
+            if shape and len(shape) > 1 and shape[1] is not None:
+                window = int(shape[1])
+        elif cls == "Embedding" and cfg.get("name") == "tag_embedding":  # a tagged model's (training/model.py)
+            tag_table = w[0]
+        elif cls == "Embedding":
+            input_table = w[0]
+        elif cls in ("LSTM", "GRU"):
+            rnn.append(RecurrentLayer(cls.lower(), int(cfg["units"]), w[0], w[1], w[2]))
+        elif cls == "Dense":
+            dense = (w[0], w[1])
+    if not rnn or dense is None:
+        raise CharlstmError(f"{path or 'model'}: expected recurrent layers and a Dense head")
+    return Network(
+        vocab=vocab, input_table=input_table, layers=rnn, dense_kernel=dense[0], dense_bias=dense[1], meta=meta,
+        window=window, path=path, tag_table=tag_table,
+    )

@@ -148,7 +148,7 @@ class NoRepeatNGram:
 
     def __init__(self, n: int) -> None:
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-            raise CharlstmError(f"no-repeat-ngram must be an integer >= 1, got {n!r}")
+            raise CharlstmError(f"no-repeat-ngram must be an integer >= 1, got {n!r}", "no_repeat_ngram")
         self.n = int(n)
 
     def __repr__(self) -> str:
@@ -206,7 +206,7 @@ class RepetitionPenalty:
         if isinstance(penalty, bool) or not isinstance(penalty, (int, float)) or not (penalty > 0) or (
             not np.isfinite(penalty)
         ):
-            raise CharlstmError(f"repetition-penalty must be a number > 0 (1 = off), got {penalty!r}")
+            raise CharlstmError(f"repetition-penalty must be a number > 0 (1 = off), got {penalty!r}", "repetition_penalty")
         self.penalty = float(penalty)
 
     def __repr__(self) -> str:
@@ -230,7 +230,7 @@ class PresenceFrequencyPenalty:
     def __init__(self, presence: float = 0.0, frequency: float = 0.0) -> None:
         for name, value in (("presence_penalty", presence), ("frequency_penalty", frequency)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
-                raise CharlstmError(f"{name} must be a finite number, got {value!r}")
+                raise CharlstmError(f"{name} must be a finite number, got {value!r}", name)
         self.presence, self.frequency = float(presence), float(frequency)
 
     def __repr__(self) -> str:
@@ -250,9 +250,9 @@ class LogitBias:
         self.vector = np.zeros(vocab_size, dtype=np.float64)
         for key, value in bias.items():
             if isinstance(key, bool) or not isinstance(key, (int, np.integer)) or not 0 <= key < vocab_size:
-                raise CharlstmError(f"logit_bias: token id {key!r} is not in the vocabulary (0..{vocab_size - 1})")
+                raise CharlstmError(f"logit_bias: token id {key!r} is not in the vocabulary (0..{vocab_size - 1})", "logit_bias")
             if not np.isfinite(value):
-                raise CharlstmError(f"logit_bias: the bias for token {key} must be a finite number")
+                raise CharlstmError(f"logit_bias: the bias for token {key} must be a finite number", "logit_bias")
             self.vector[int(key)] += float(value)
 
     def __repr__(self) -> str:

@@ -8,6 +8,7 @@ the same choices, and a seed fixes the whole text.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -23,15 +24,36 @@ def check_options(
 ) -> None:
     """Reject settings that have no meaning, with the reason."""
     if not isinstance(temperature, (int, float)) or math.isnan(temperature) or temperature < 0:
-        raise CharlstmError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
+        raise CharlstmError(f"temperature must be >= 0 (0 = greedy), got {temperature}", "temperature")
     if top_k is not None and (int(top_k) != top_k or top_k < 1):
-        raise CharlstmError(f"top-k must be an integer >= 1, got {top_k}")
+        raise CharlstmError(f"top-k must be an integer >= 1, got {top_k}", "top_k")
     if top_p is not None and not (0 < top_p <= 1):
-        raise CharlstmError(f"top-p must be in (0, 1], got {top_p}")
+        raise CharlstmError(f"top-p must be in (0, 1], got {top_p}", "top_p")
     if min_p is not None and not (0 <= min_p <= 1):
-        raise CharlstmError(f"min-p must be in [0, 1], got {min_p}")
+        raise CharlstmError(f"min-p must be in [0, 1], got {min_p}", "min_p")
     if typical_p is not None and not (0 < typical_p <= 1):
-        raise CharlstmError(f"typical-p must be in (0, 1], got {typical_p}")
+        raise CharlstmError(f"typical-p must be in (0, 1], got {typical_p}", "typical_p")
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How the next character is chosen from the logits: the sampling part of a `GenerationSettings`
+    (settings.py checks it); equal settings compare equal, so generations that share them are sampled in one
+    call (state.py)."""
+
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    min_p: float | None = None
+    typical_p: float | None = None
+
+    def sample(self, logits: np.ndarray, uniforms: np.ndarray) -> np.ndarray:
+        """One id per row of `logits`, drawn with these settings from the given uniforms (`sample`)."""
+        return sample(logits, uniforms, self.temperature, self.top_k, self.top_p, self.min_p, self.typical_p)
+
+    def probabilities(self, logits: np.ndarray) -> np.ndarray:
+        """The unnormalised weights these settings sample `logits` (rows, V) with (`probabilities`)."""
+        return probabilities(logits, self.temperature, self.top_k, self.top_p, self.min_p, self.typical_p)
 
 
 def probabilities(

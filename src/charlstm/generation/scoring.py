@@ -1,28 +1,29 @@
 """How likely a text is under a model, character by character, and what the model would draw next.
 
-`score(model, text)` reads the text once, statefully (the way generation reads a prime), in chunks that
+`score(network, text)` reads the text once, statefully (the way generation reads a prime), in chunks that
 carry the state, and returns every character's log-probability given all the characters before it: what
 `CharModel.evaluate(text, streams=1)` averages, per position. The per-position view is what scoring a text,
 per-character confidence, a "surprise" view and OpenAI's `echo` + `logprobs` need.
 
-`distribution(model, prefix, ...)` is the next character's distribution exactly as `generate` would sample
-it after `prefix`: the same preprocessing, repeat guard, logit processors and sampling transforms
+`distribution(network, prefix, settings)` is the next character's distribution exactly as `generate` would
+sample it after `prefix`: the same preprocessing, repeat guard, logit processors and sampling transforms
 (temperature, top-k, top-p, min-p, typical-p), because it is computed by the same `Generation` object.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from charlstm.errors import CharlstmError
-from charlstm.generation.sampling import log_softmax, probabilities, top_entries
-
-if TYPE_CHECKING:
-    from charlstm.generation.model import CharModel
+from charlstm.generation import generate
+from charlstm.generation.network import Network
+from charlstm.generation.processors import LogitProcessor
+from charlstm.generation.sampling import log_softmax, top_entries
+from charlstm.generation.settings import GenerationSettings
 
 CHUNK = 4096  # characters read per forward call: bounds memory (a 1 MB text never becomes one huge array)
 LN2 = math.log(2)
@@ -86,20 +87,31 @@ class Scored:
         return out
 
 
-def score(model: CharModel, text: str, unknown: str = "error", top: int = 0, chunk: int = CHUNK) -> Scored:
-    """Per-character log-probabilities of `text` under `model`, read once from the zero state (see module).
+def score(network: Network, text: str, unknown: str = "error", top: int = 0, chunk: int = CHUNK) -> Scored:
+    """Per-character log-probabilities of `text` under `network`, read once from the zero state (see module).
 
-    unknown: what to do with characters outside the vocabulary (error, skip, replace), as for a prime.
-    top: also keep the `top` likeliest characters and their log-probabilities at every position.
+    Args:
+        network: the model's network.
+        text: the text (the model's preprocessing is applied first).
+        unknown: what to do with characters outside the vocabulary (error, skip, replace), as for a prime.
+        top: also keep the `top` likeliest characters and their log-probabilities at every position.
+        chunk: characters read per `forward` call (bounds memory).
+
+    Returns:
+        A `Scored`: the text as read, its ids, every position's log-probability (the first NaN).
     """
-    prepared = model.prepare(text)
-    ids = model.vocab.encode(prepared, unknown=unknown).astype(np.int64)
+    prepared = network.prepare(text)
+    try:
+        ids = network.vocab.encode(prepared, unknown=unknown).astype(np.int64)
+    except CharlstmError as exc:
+        exc.field = exc.field or "text"
+        raise
     if unknown == "skip":
-        prepared = "".join(model._chars[i] for i in ids.tolist())
+        prepared = "".join(network.chars[i] for i in ids.tolist())
     if len(ids) == 0:
-        raise CharlstmError("the text to score is empty (after dropping unknown characters)")
+        raise CharlstmError("the text to score is empty (after dropping unknown characters)", "text")
     if not isinstance(top, int) or top < 0:
-        raise CharlstmError(f"top must be an integer >= 0, got {top!r}")
+        raise CharlstmError(f"top must be an integer >= 0, got {top!r}", "top")
     n = len(ids)
     logprobs = np.full(n, np.nan)
     top_ids = np.zeros((n, top), np.int64) if top else None
@@ -107,7 +119,7 @@ def score(model: CharModel, text: str, unknown: str = "error", top: int = 0, chu
     state = None
     for start in range(0, n - 1, chunk):
         end = min(start + chunk, n - 1)  # inputs ids[start:end] predict ids[start+1:end+1]
-        logits, state = model.forward(ids[None, start:end], state)
+        logits, state = network.forward(ids[None, start:end], state)  # (1, end - start, V)
         logp = log_softmax(logits[0])
         logprobs[start + 1 : end + 1] = np.take_along_axis(logp, ids[start + 1 : end + 1, None], axis=-1)[:, 0]
         if top:
@@ -115,23 +127,33 @@ def score(model: CharModel, text: str, unknown: str = "error", top: int = 0, chu
     return Scored(prepared, ids, logprobs, top_ids, top_lp)
 
 
-def distribution(model: CharModel, prefix: str, **settings: Any) -> np.ndarray:
-    """The probabilities (V,) that `generate(prefix, **settings)` would draw its first character from."""
-    settings.pop("num_samples", None)
-    settings.pop("length", None)
-    gen = model.generation(prefix, 1, **settings)
-    gen.logits = gen.context.start()
-    s = gen.sampling
-    p = probabilities(gen._prepare_logits(), s.temperature, s.top_k, s.top_p, s.min_p, s.typical_p)[0]
+def distribution(
+    network: Network,
+    prefix: str,
+    settings: GenerationSettings | None = None,
+    processors: Sequence[LogitProcessor] = (),
+) -> np.ndarray:
+    """The probabilities (V,) that generating from `prefix` with `settings` would draw its first character
+    from (their length and num_samples do not matter)."""
+    settings = (settings or GenerationSettings()).replace(length=1, num_samples=1)
+    gen = generate.start(network, settings, prefix, processors)
+    gen.logits = gen.context.start()  # (1, V)
+    p = gen.sampling.probabilities(gen.processed_logits())[0]
     return p / p.sum()
 
 
-def next_chars(model: CharModel, prefix: str, k: int = 5, **settings: Any) -> list[tuple[str, float]]:
+def next_chars(
+    network: Network,
+    prefix: str,
+    k: int = 5,
+    settings: GenerationSettings | None = None,
+    processors: Sequence[LogitProcessor] = (),
+) -> list[tuple[str, float]]:
     """The k likeliest next characters after `prefix` with their probabilities, as `distribution` gives them
     (characters with probability 0 under the sampling settings are left out)."""
     if not isinstance(k, int) or k < 1:
-        raise CharlstmError(f"k must be an integer >= 1, got {k!r}")
-    p = distribution(model, prefix, **settings)
+        raise CharlstmError(f"k must be an integer >= 1, got {k!r}", "k")
+    p = distribution(network, prefix, settings, processors)
     ids, vals = top_entries(p[None, :], k)
-    chars = model._chars
+    chars = network.chars
     return [(chars[i], float(v)) for i, v in zip(ids[0].tolist(), vals[0].tolist(), strict=True) if v > 0]

@@ -1,9 +1,9 @@
 """One request's generation, and the step that advances any number of them together.
 
-`CharModel` (model.py) holds the network and its one-time-step function; everything that belongs to one
-request lives here, in a `Generation`: its rows (samples), how the context is kept (a strategy object), the
-sampling settings, its own random stream, stop strings, which rows are done, and the logit processors that
-may constrain each row's next character. `step(generations)` moves every given generation on by one
+`Network` (network.py) holds the weights and the one-time-step function; everything that belongs to one
+request lives here, in a `Generation`: its rows (samples), how the context is kept (a strategy object), its
+`GenerationSettings`, its own random stream, stop strings, which rows are done, and the logit processors that
+may constrain each row's next character (generate.start builds one). `step(generations)` moves every given generation on by one
 character; the CLI's stream and `num_samples` call it with one generation, and the server's batcher keeps a
 `Batch` that steps all the requests running on a model at that moment, their stateful rows through the network
 as one batch.
@@ -16,34 +16,15 @@ own rows, and rows are independent in every computation of the network.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
+from charlstm.generation.network import Network, State
 from charlstm.generation.processors import LogitProcessor, RowHistory
-from charlstm.generation.sampling import check_options, log_softmax, sample, top_entries
+from charlstm.generation.sampling import Sampling, log_softmax, top_entries
+from charlstm.generation.settings import GenerationSettings
 
-if TYPE_CHECKING:
-    from charlstm.generation.model import CharModel
-
-
-@dataclass(frozen=True)
-class Sampling:
-    """How the next character is chosen from the logits (see sampling.py). Checked on creation."""
-
-    temperature: float = 1.0
-    top_k: int | None = None
-    top_p: float | None = None
-    min_p: float | None = None
-    typical_p: float | None = None
-
-    def __post_init__(self) -> None:
-        check_options(self.temperature, self.top_k, self.top_p, self.min_p, self.typical_p)
-
-    def sample(self, logits: np.ndarray, uniforms: np.ndarray) -> np.ndarray:
-        """One id per row of `logits`, drawn with these settings from the given uniforms (sampling.sample)."""
-        return sample(logits, uniforms, self.temperature, self.top_k, self.top_p, self.min_p, self.typical_p)
+__all__ = ["Batch", "Generation", "Sampling", "StatefulContext", "WindowContext", "step", "step_logprobs"]
 
 
 # -- how the context is kept: two strategies with the same three methods ---------------------------------------
@@ -55,20 +36,20 @@ class StatefulContext:
 
     batchable = True
 
-    def __init__(self, model: CharModel, prime_ids: np.ndarray, rows: int) -> None:
-        self.model, self.prime_ids, self.rows = model, prime_ids, rows
-        self.state: list[tuple[np.ndarray, ...]] = []
+    def __init__(self, network: Network, prime_ids: np.ndarray, rows: int) -> None:
+        self.network, self.prime_ids, self.rows = network, prime_ids, rows
+        self.state: State = []
 
     def start(self) -> np.ndarray:
         """Read the prime (once, for all rows: they share it) and return the first logits (rows, V)."""
-        model = self.model
-        logits, state = model.forward(self.prime_ids[None, :])  # on one BLAS thread (see `forward`)
-        logits = np.repeat(logits[:, -1] - model.dense_bias + model.sampling_bias, self.rows, axis=0)
-        self.state = [tuple(np.repeat(s, self.rows, axis=0) for s in st) for st in state]
+        net = self.network
+        logits, state = net.forward(self.prime_ids[None, :])  # (1, P, V), on one BLAS thread (see `forward`)
+        logits = np.repeat(logits[:, -1] - net.dense_bias + net.sampling_bias, self.rows, axis=0)  # (rows, V)
+        self.state = [tuple(np.repeat(s, self.rows, axis=0) for s in st) for st in state]  # (rows, u) each
         return logits
 
     def advance(self, ids: np.ndarray) -> np.ndarray:
-        logits, self.state = self.model.step(ids, self.state)
+        logits, self.state = self.network.step(ids, self.state)
         return logits
 
 
@@ -78,8 +59,8 @@ class WindowContext:
 
     batchable = False
 
-    def __init__(self, model: CharModel, prime_ids: np.ndarray, rows: int, window: int) -> None:
-        self.model, self.prime_ids, self.rows, self.window = model, prime_ids, rows, window
+    def __init__(self, network: Network, prime_ids: np.ndarray, rows: int, window: int) -> None:
+        self.network, self.prime_ids, self.rows, self.window = network, prime_ids, rows, window
         self.history = np.empty((rows, 0), np.int64)
 
     def start(self) -> np.ndarray:
@@ -91,10 +72,10 @@ class WindowContext:
         return self._logits()
 
     def _logits(self) -> np.ndarray:
-        model = self.model
-        with model.blas_for(self.rows):
-            last = model.forward(self.history[:, -self.window :])[0][:, -1]
-            return last - model.dense_bias + model.sampling_bias
+        net = self.network
+        with net.blas_for(self.rows):
+            last = net.forward(self.history[:, -self.window :])[0][:, -1]  # (rows, V)
+            return last - net.dense_bias + net.sampling_bias
 
 
 # -- one request ---------------------------------------------------------------------------------------------
@@ -103,37 +84,40 @@ class WindowContext:
 class Generation:
     """One request: `rows` samples from one prime, with their sampling settings, random stream and stops.
 
-    Build it with `CharModel.generation(...)`, which checks the arguments and encodes the prime. Then call
-    `step([gen, ...])` until `gen.finished`; after each step `gen.pieces` holds each row's new character
-    ("" for a row that has already met a stop string).
+    Build it with `generate.start(network, settings, prime)` (or `CharModel.generation(...)`), which
+    encodes the prime against the model. Then call `step([gen, ...])` until `gen.finished`; after each step
+    `gen.pieces` holds each row's new character ("" for a row that has already met a stop string).
+
+    Args:
+        context: how the context is kept (`StatefulContext` or `WindowContext`), holding the prime's ids.
+        settings: the request's settings (length, sampling, seed, stops, logprobs are read here).
+        chars: id -> character as generated (`Network.chars`).
+        processors: the logit processors, in the order they apply (generate.processors_for).
     """
 
     def __init__(
         self,
         context: StatefulContext | WindowContext,
+        settings: GenerationSettings,
         *,
         chars: Sequence[str],
-        length: int,
-        sampling: Sampling,
-        seed: int | None = None,
-        stops: Sequence[str] = (),
         processors: Sequence[LogitProcessor | Callable[[np.ndarray, RowHistory], np.ndarray]] = (),
-        logprobs: int | None = None,
     ) -> None:
         self.context = context
+        self.settings = settings
         self.rows = context.rows
         self.chars = chars
-        self.length = length
-        self.sampling = sampling
-        self.rng = np.random.default_rng(seed)
-        self.stops = tuple(s for s in stops if s)
+        self.length = length = settings.length
+        self.sampling = settings.sampling
+        self.rng = np.random.default_rng(settings.seed)
+        self.stops = tuple(s for s in settings.stop if s)
         self.processors = list(processors)
         keep_ids = any(getattr(p, "needs_ids", False) for p in self.processors)
         self.history = RowHistory(context.prime_ids, self.rows, keep_ids) if self.processors else None
         # logprobs = N: whoever steps this generation wants each chosen character's log-probability and the N
         # likeliest characters' (the server's Job reads them from `logits` and `ids` after each step, and
         # computes them many steps at a time; see `step_logprobs`); None: not wanted
-        self.logprobs = logprobs
+        self.logprobs = settings.logprobs
         self.steps = 0  # characters chosen so far, per row
         self.done = [False] * self.rows  # rows that met a stop string
         self.stopped_by: list[str | None] = [None] * self.rows  # which stop string ended each row
@@ -151,8 +135,8 @@ class Generation:
     def finished(self) -> bool:
         return self.steps >= self.length or all(self.done)
 
-    def _prepare_logits(self) -> np.ndarray:
-        """This step's logits after the processors, and the uniforms drawn for every row."""
+    def processed_logits(self) -> np.ndarray:
+        """This step's logits (rows, V) after the processors: what the sampling settings draw from."""
         logits = self.logits
         assert logits is not None
         if self.processors:
@@ -229,12 +213,12 @@ class Batch:
             self._advance(stacked)
         if len(generations) == 1:
             gen = generations[0]
-            gen._record(gen.sampling.sample(gen._prepare_logits(), gen._uniforms_now()))
+            gen._record(gen.sampling.sample(gen.processed_logits(), gen._uniforms_now()))
             return
         groups: dict[Sampling, list[Generation]] = {}
         for gen in generations:
             if gen.processors:
-                gen._record(gen.sampling.sample(gen._prepare_logits(), gen._uniforms_now()))
+                gen._record(gen.sampling.sample(gen.processed_logits(), gen._uniforms_now()))
             else:
                 groups.setdefault(gen.sampling, []).append(gen)
         for s, group in groups.items():
@@ -257,14 +241,14 @@ class Batch:
         if not _same(generations, self._members):
             self._restack(generations)
         ids = np.concatenate([g.ids for g in generations])
-        logits, self._state = generations[0].context.model.step(ids, self._state)
+        logits, self._state = generations[0].context.network.step(ids, self._state)  # (rows, V)
         self._logits = logits
         for gen, (a, b) in zip(generations, self._bounds, strict=True):
             gen.logits = logits[a:b]
 
     def _restack(self, generations: list[Generation]) -> None:
-        model = generations[0].context.model
-        if any(g.context.model is not model for g in generations):
+        network = generations[0].context.network
+        if any(g.context.network is not network for g in generations):
             raise ValueError("generations stepped together must use the same model")
         self.release()
         contexts = [g.context for g in generations]

@@ -49,9 +49,7 @@ def tag_index(tags: tuple[str, ...] | list[str], tag: str | None, where: str) ->
 
 
 def _tag_error(message: str) -> CharlstmError:
-    error = CharlstmError(message)
-    error.field = "tag"  # the server's 422 names the field (errors.py)
-    return error
+    return CharlstmError(message, "tag")  # the server's 422 names the field (errors.py)
 
 
 def parse_tags(value: str | None) -> list[str | None]:
@@ -96,8 +94,9 @@ def classify(model: Any, text: str, unknown: str = "skip") -> Classified:
     scored. A model without tags, or a text under 2 characters, is one clear line."""
     tags = list(getattr(model, "tags", ()) or ())
     if not tags:
-        raise CharlstmError(f"{model.path or 'this model'} has no tags to classify into (trained without --tags)")
-    if model.is_items:  # an item is read as generation makes it: from its boundary to the next
+        raise CharlstmError(f"{model.path or 'this model'} has no tags to classify into (trained without --tags)",
+                            "tag")
+    if model.meta.get("items"):  # an item is read as generation makes it: from its boundary to the next
         b = str(model.meta["items"]["boundary"])
         text = b + text.strip() + b
     ids = model.encode(text, unknown=unknown)

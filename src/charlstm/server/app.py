@@ -29,7 +29,7 @@ from charlstm.server.catalog import Entry
 from charlstm.server.limits import Limits
 from charlstm.server.openai_api import openai_router
 from charlstm.server.schemas import GenerateResponse, Health, ModelInfo, RunResponse, make_schemas
-from charlstm.server.service import ApiError, Service, Started, dumps
+from charlstm.server.service import ApiError, Service, Started, dumps, request_errors, stops_for
 from charlstm.server.writing import writing_router
 
 STATIC = {"app.js": "text/javascript", "write.js": "text/javascript", "style.css": "text/css"}
@@ -162,22 +162,10 @@ def create_app(entries: Sequence[Entry], limits: Limits | None = None, token: st
     async def start(req: GenerateRequest) -> AsyncIterator[Started]:  # type: ignore[valid-type]
         """Check the request and start its generation; when the response ends (or the client leaves), stop it."""
         entry = service.entry(req.model)
-        started = service.generate(
-            entry,
-            prime=req.prime,
-            length=req.length,
-            temperature=req.temperature,
-            top_k=req.top_k,
-            top_p=req.top_p,
-            seed=req.seed,
-            num_samples=req.num_samples,
-            stop=req.stop,
-            unknown=req.unknown,
-            no_repeat_ngram=req.no_repeat_ngram,
-            repetition_penalty=req.repetition_penalty,
-            min_p=req.min_p,
-            typical_p=req.typical_p,
-        )
+        with request_errors():
+            settings = req.settings(length=req.length, seed=req.seed, num_samples=req.num_samples,
+                                    stop=stops_for(entry, req.stop))
+        started = service.generate(entry, settings, req.prime)
         try:
             yield started
         finally:
@@ -200,7 +188,7 @@ def create_app(entries: Sequence[Entry], limits: Limits | None = None, token: st
         if s.entry.model.is_items and texts is not None:
             from charlstm.generation.items import mark_samples
 
-            out["items"] = mark_samples(s.entry.model, texts)
+            out["items"] = mark_samples(s.entry.model.network, texts)
         return out
 
     async def copy_check(s: Started, texts: list[str]) -> list[Any] | None:
@@ -256,7 +244,7 @@ def create_app(entries: Sequence[Entry], limits: Limits | None = None, token: st
                 if started.entry.model.is_items and whole is not None:
                     from charlstm.generation.items import mark_samples
 
-                    done["items"] = mark_samples(started.entry.model, whole)
+                    done["items"] = mark_samples(started.entry.model.network, whole)
                 yield format_sse_event(event="done", data_str=dumps(done))
             finally:  # the client went away (or we are done): stop generating at once
                 job.cancel()

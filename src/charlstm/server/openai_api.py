@@ -16,7 +16,10 @@ from fastapi import APIRouter, Depends
 from fastapi.sse import EventSourceResponse, format_sse_event
 from starlette.concurrency import run_in_threadpool
 
-from charlstm.server.service import ApiError, Service, Started, dumps
+from charlstm.server.service import ApiError, Service, Started, dumps, request_errors, stops_for
+
+# GenerationSettings' names for the request's fields named otherwise
+FIELDS = {"prime": "prompt", "length": "max_tokens", "num_samples": "n"}
 
 
 class StopHolder:
@@ -55,7 +58,7 @@ class Logprobs:
     """
 
     def __init__(self, model: Any, n: int, prompt_chars: int) -> None:
-        self.chars, self.n, self.start = model._chars, n, prompt_chars
+        self.chars, self.n, self.start = model.chars, n, prompt_chars
         self.prompt: dict[str, list[Any]] | None = None  # the echoed prompt's own object, when echo
         self.sent: dict[int, int] = {}  # streaming: completion characters sent so far, per row
 
@@ -88,7 +91,7 @@ class Logprobs:
 def _prompt_logprobs(model: Any, prime: str, n: int, unknown: str) -> dict[str, list[Any]]:
     """The echoed prompt's logprobs object: model.score's values, the first character's null."""
     scored = model.score(prime, unknown=unknown, top=n)
-    chars = model._chars
+    chars = model.chars
     tops: list[Any] = [None]
     for row in range(1, len(scored.ids)):
         tops.append({chars[i]: float(v) for i, v in zip(scored.top_ids[row].tolist(),
@@ -157,32 +160,14 @@ def openai_router(service: Service, request_model: type, check_token: Callable[.
             raise ApiError(422, "best_of is not supported by charlstm (only 1 or equal to n)", "best_of")
         if req.suffix:
             raise ApiError(422, "suffix is not supported by charlstm", "suffix")
-        options = dict(
-            no_repeat_ngram=req.no_repeat_ngram, repetition_penalty=req.repetition_penalty, min_p=req.min_p,
-            typical_p=req.typical_p, presence_penalty=req.presence_penalty or 0.0,
-            frequency_penalty=req.frequency_penalty or 0.0, logit_bias=_logit_bias(req.logit_bias, entry.model),
-            logprobs=req.logprobs,
-        )
+        bias = _logit_bias(req.logit_bias, entry.model)
+        with request_errors(FIELDS):
+            settings = req.settings(logit_bias=bias, stop=stops_for(entry, req.stop))
         prompts: list[str | None] = req.prompt if isinstance(req.prompt, list) else [req.prompt]
         started: list[Started] = []
         try:
             for prompt in prompts:
-                started.append(
-                    service.generate(
-                        entry,
-                        prime=prompt,
-                        length=16 if req.max_tokens is None else req.max_tokens,
-                        temperature=1.0 if req.temperature is None else req.temperature,
-                        top_k=None if req.top_k in (None, -1, 0) else req.top_k,
-                        top_p=None if req.top_p in (None, 1.0) else req.top_p,
-                        seed=req.seed,
-                        num_samples=req.n,
-                        stop=req.stop,
-                        unknown=req.unknown,
-                        prime_field="prompt",
-                        **options,
-                    )
-                )
+                started.append(service.generate(entry, settings, prompt, FIELDS))
         except ApiError:
             for s in started:
                 s.job.cancel()

@@ -2,7 +2,8 @@
 
 The request models are built per app (`make_schemas(limits)`), so the OpenAPI document at `/openapi.json`
 states the limits this server enforces (`maximum` of `length`, of `num_samples` ...), and a value outside them
-is a 422 that names the field, raised by FastAPI's validation before any work starts.
+is a 422 that names the field, raised by FastAPI's validation before any work starts. The sampling fields
+are declared once (`LoopControl`, `Sampling`) and map onto `GenerationSettings` (`settings()`).
 """
 
 # no `from __future__ import annotations`: FastAPI and pydantic read these annotations at run time, and the
@@ -12,6 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from charlstm.generation.settings import GenerationSettings
 from charlstm.server.limits import Limits
 
 UnknownPolicy = Literal["error", "skip", "replace"]
@@ -31,13 +33,44 @@ TYPICAL_DOC = "locally typical sampling: keep the characters whose surprise is n
 UNKNOWN_DOC = "prime characters outside the vocabulary: error (422), skip them, or replace them"
 
 
+class LoopControl(BaseModel):
+    """The sampling fields every generating endpoint takes alike (the charlstm API and the OpenAI one)."""
+
+    unknown: UnknownPolicy = Field("error", description=UNKNOWN_DOC)
+    no_repeat_ngram: int | None = Field(None, ge=0, le=1000, description=NGRAM_DOC)
+    repetition_penalty: float | None = Field(None, gt=0, le=10, allow_inf_nan=False, description=REPETITION_DOC)
+    min_p: float | None = Field(None, ge=0, le=1, allow_inf_nan=False, description=MIN_P_DOC)
+    typical_p: float | None = Field(None, gt=0, le=1, allow_inf_nan=False, description=TYPICAL_DOC)
+
+    def settings(self, **fields: Any) -> GenerationSettings:
+        """These fields as `GenerationSettings`, with `fields` (the endpoint's own: length, seed ...)."""
+        own = {name: getattr(self, name) for name in SAMPLING_FIELDS if name in type(self).model_fields}
+        return GenerationSettings(**{**own, **fields})
+
+
+class Sampling(LoopControl):
+    """The charlstm API's sampling fields (`/api/generate`, `/api/stream`, `/api/next`)."""
+
+    temperature: float = Field(
+        1.0, ge=0, le=10, allow_inf_nan=False, description="0 = greedy; lower = safer, higher = wilder"
+    )
+    top_k: int | None = Field(None, ge=1, le=1_000_000, description="sample among the k likeliest only")
+    top_p: float | None = Field(
+        None, gt=0, le=1, allow_inf_nan=False, description="sample from the smallest set with this mass"
+    )
+
+
+# the fields of a request that map onto GenerationSettings under the same name
+SAMPLING_FIELDS = ("temperature", "top_k", "top_p", *LoopControl.model_fields)
+
+
 def make_schemas(limits: Limits) -> SimpleNamespace:
     """The request models for these limits (response models do not depend on them)."""
     Stop = Annotated[str, Field(max_length=limits.max_stop_chars)]
     Stops = str | Annotated[list[Stop], Field(max_length=limits.max_stops)] | None
     Prime = Annotated[str, Field(max_length=limits.max_prime)]
 
-    class GenerateRequest(BaseModel):
+    class GenerateRequest(Sampling):
         """`POST /api/generate` and `POST /api/stream`."""
 
         model_config = ConfigDict(extra="forbid")
@@ -47,25 +80,13 @@ def make_schemas(limits: Limits) -> SimpleNamespace:
             None, description="text to start from; default: a seed from the model's training text"
         )
         length: int = Field(400, ge=0, le=limits.max_length, description="characters to generate per sample")
-        temperature: float = Field(
-            1.0, ge=0, le=10, allow_inf_nan=False, description="0 = greedy; lower = safer, higher = wilder"
-        )
-        top_k: int | None = Field(None, ge=1, le=1_000_000, description="sample among the k likeliest only")
-        top_p: float | None = Field(
-            None, gt=0, le=1, allow_inf_nan=False, description="sample from the smallest set with this mass"
-        )
         seed: int | None = Field(None, ge=0, lt=2**63, description=SEED_DOC)
         num_samples: int = Field(1, ge=1, le=limits.max_samples, description="samples generated together")
         stop: Stops = Field(
             None, description="a string (or a list of them): a sample ends once it has generated one"
         )
-        unknown: UnknownPolicy = Field("error", description=UNKNOWN_DOC)
-        no_repeat_ngram: int | None = Field(None, ge=0, le=1000, description=NGRAM_DOC)
-        repetition_penalty: float | None = Field(None, gt=0, le=10, allow_inf_nan=False, description=REPETITION_DOC)
-        min_p: float | None = Field(None, ge=0, le=1, allow_inf_nan=False, description=MIN_P_DOC)
-        typical_p: float | None = Field(None, gt=0, le=1, allow_inf_nan=False, description=TYPICAL_DOC)
 
-    class NextRequest(BaseModel):
+    class NextRequest(Sampling):
         """`POST /api/next`: the likeliest next characters after a prefix, as generation would draw them."""
 
         model_config = ConfigDict(extra="forbid")
@@ -75,14 +96,6 @@ def make_schemas(limits: Limits) -> SimpleNamespace:
             description="the text so far (the prime)"
         )
         k: int = Field(5, ge=1, le=50, description="how many characters to return")
-        temperature: float = Field(1.0, ge=0, le=10, allow_inf_nan=False)
-        top_k: int | None = Field(None, ge=1, le=1_000_000)
-        top_p: float | None = Field(None, gt=0, le=1, allow_inf_nan=False)
-        unknown: UnknownPolicy = Field("error", description=UNKNOWN_DOC)
-        no_repeat_ngram: int | None = Field(None, ge=0, le=1000, description=NGRAM_DOC)
-        repetition_penalty: float | None = Field(None, gt=0, le=10, allow_inf_nan=False, description=REPETITION_DOC)
-        min_p: float | None = Field(None, ge=0, le=1, allow_inf_nan=False, description=MIN_P_DOC)
-        typical_p: float | None = Field(None, gt=0, le=1, allow_inf_nan=False, description=TYPICAL_DOC)
 
     class ScoreRequest(BaseModel):
         """`POST /api/score`: every character's log-probability under the model, in one stateful pass."""
@@ -93,7 +106,7 @@ def make_schemas(limits: Limits) -> SimpleNamespace:
         text: Annotated[str, Field(min_length=1, max_length=limits.max_score_chars)]
         unknown: UnknownPolicy = Field("error", description=UNKNOWN_DOC)
 
-    class CompletionRequest(BaseModel):
+    class CompletionRequest(LoopControl):
         """OpenAI's `POST /v1/completions` (legacy completions), as vLLM and llama.cpp's server accept it.
         One token is one character here."""
 
@@ -116,7 +129,6 @@ def make_schemas(limits: Limits) -> SimpleNamespace:
         stream_options: dict[str, Any] | None = None
         echo: bool = Field(False, description="return the prompt before the completion (with logprobs: the "
                            "prompt's own, the first one null); with max_tokens 0 this scores a text")
-        unknown: UnknownPolicy = Field("error", description=UNKNOWN_DOC)
         logprobs: int | None = Field(
             None, ge=0, le=5, description="per character: its log-probability under the model and the N "
             "likeliest characters' (plus the chosen one if it is not among them), as OpenAI's legacy object"
@@ -133,14 +145,23 @@ def make_schemas(limits: Limits) -> SimpleNamespace:
             None, description="added to the logits of token ids (one token = one character): the ids that "
             "GET /api/models/{name}/vocabulary lists; -100 bans a character, 100 all but forces it",
         )
-        no_repeat_ngram: int | None = Field(None, ge=0, le=1000, description=NGRAM_DOC)
-        repetition_penalty: float | None = Field(None, gt=0, le=10, allow_inf_nan=False, description=REPETITION_DOC)
-        min_p: float | None = Field(None, ge=0, le=1, allow_inf_nan=False, description=MIN_P_DOC)
-        typical_p: float | None = Field(None, gt=0, le=1, allow_inf_nan=False, description=TYPICAL_DOC)
         # accepted for compatibility at their neutral values only (anything else is a 422 naming the field)
         best_of: int | None = Field(None, description="only null, 1 or equal to n (charlstm does not rank samples)")
         suffix: str | None = Field(None, description="not supported: only null or empty")
         user: str | None = None
+
+        def settings(self, **fields: Any) -> GenerationSettings:  # type: ignore[override]
+            """OpenAI's fields as `GenerationSettings`: its neutral values (top_p 1, top_k -1 or 0, null
+            penalties) as charlstm's, max_tokens as the length, n as the number of samples."""
+            return super().settings(**{
+                "length": 16 if self.max_tokens is None else self.max_tokens,
+                "temperature": 1.0 if self.temperature is None else self.temperature,
+                "top_k": None if self.top_k in (None, -1, 0) else self.top_k,
+                "top_p": None if self.top_p in (None, 1.0) else self.top_p,
+                "seed": self.seed, "num_samples": self.n, "logprobs": self.logprobs,
+                "presence_penalty": self.presence_penalty or 0.0,
+                "frequency_penalty": self.frequency_penalty or 0.0, **fields,
+            })
 
     return SimpleNamespace(
         GenerateRequest=GenerateRequest, CompletionRequest=CompletionRequest, NextRequest=NextRequest,

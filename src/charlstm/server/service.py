@@ -2,20 +2,23 @@
 
 Shared by the charlstm API (`/api/...`) and the OpenAI-compatible API (`/v1/...`), so both check the same way,
 count against the same limit of running generations, and give the same text for the same seed as the CLI and
-the Python API (both go through `CharModel.generation`).
+the Python API (all go through `generation.generate.start` with one `GenerationSettings`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from charlstm.errors import CharlstmError
+from charlstm.errors import CharlstmError, UnknownCharacters
+from charlstm.generation import generate
+from charlstm.generation.settings import GenerationSettings
 from charlstm.server.batcher import Batcher, Job
 from charlstm.server.catalog import Entry
 from charlstm.server.limits import Limits
@@ -113,38 +116,30 @@ class Service:
     def generate(
         self,
         entry: Entry,
-        *,
+        settings: GenerationSettings,
         prime: str | None,
-        length: int,
-        temperature: float,
-        top_k: int | None,
-        top_p: float | None,
-        seed: int | None,
-        num_samples: int,
-        stop: str | list[str] | None,
-        unknown: str,
-        prime_field: str = "prime",
-        **options: Any,
+        fields: Mapping[str, str] | None = None,
     ) -> Started:
         """Check the request against the model and the limits, then start it (raises ApiError).
-        options: `CharModel.generation`'s keyword-only settings (loop control, penalties, bias, logprobs)."""
+
+        Args:
+            entry: the model to run.
+            settings: the request's settings (checked by the request model's `settings()`).
+            prime: the prime, or None for the model's default.
+            fields: the request's names for settings named otherwise (`{"prime": "prompt", "length":
+                "max_tokens"}`): a `CharlstmError` about one is a 422 at that name.
+        """
         model = entry.model
         if prime is None:
-            prime = model.default_prime(np.random.default_rng(seed))
-        if model.is_items and stop is None:  # an items model's sample is one item: it ends at the boundary
-            stop = model.meta["items"]["boundary"]
+            prime = model.default_prime(np.random.default_rng(settings.seed))
         try:
-            gen = model.generation(
-                prime, length, temperature, top_k, top_p, seed, num_samples, stop, unknown, **options
-            )
+            gen = generate.start(model.network, settings, prime)
             shown = model.prepare(prime)
         except CharlstmError as exc:
-            message = str(exc).replace("use --unknown skip (or replace)", 'send "unknown": "skip" (or "replace")')
-            field = next((f for f in options if message.startswith(f.replace("_", "-")) or
-                          message.startswith(f)), prime_field)
-            raise ApiError(422, message, field) from None
+            raise api_error(exc, {"prime": "prime", **(fields or {})}) from None
         except UnicodeError:  # e.g. a lone surrogate, which JSON can carry but no text can hold
-            raise ApiError(422, "the prime is not valid Unicode text (a lone surrogate?)", prime_field) from None
+            field = (fields or {}).get("prime", "prime")
+            raise ApiError(422, "the prime is not valid Unicode text (a lone surrogate?)", field) from None
         if self.active() >= self.limits.max_streams:
             raise ApiError(
                 429,
@@ -155,3 +150,31 @@ class Service:
         job = Job(gen, asyncio.get_running_loop(), self.limits.time_limit)
         self.batcher(entry.name).submit(job)
         return Started(entry, job, shown)
+
+
+def api_error(exc: CharlstmError, fields: Mapping[str, str]) -> ApiError:
+    """A 422 for a `CharlstmError`, at the request field it concerns: its `field`, under the request's own
+    name for it (`fields`); an error about no field in particular is about the text sent (`fields["prime"]`).
+    Unknown characters get the API's way on (`"unknown": "skip"`) instead of the CLI's flag."""
+    message = str(exc)
+    if isinstance(exc, UnknownCharacters):
+        message = f'{exc.summary}; send "unknown": "skip" (or "replace") to go on'
+    field = exc.field or "prime"
+    return ApiError(422, message, fields.get(field, field))
+
+
+@contextlib.contextmanager
+def request_errors(fields: Mapping[str, str] | None = None) -> Iterator[None]:
+    """Inside `with`: a `CharlstmError` (building a request's settings, say) becomes its 422 (`api_error`)."""
+    try:
+        yield
+    except CharlstmError as exc:
+        raise api_error(exc, {"prime": "prime", **(fields or {})}) from None
+
+
+def stops_for(entry: Entry, stop: str | list[str] | None) -> str | list[str] | None:
+    """The request's stop strings; an items model's sample is one item, so by default it ends at the
+    boundary symbol."""
+    if entry.model.is_items and stop is None:
+        return str(entry.model.meta["items"]["boundary"])
+    return stop

@@ -16,12 +16,9 @@ from fastapi import APIRouter, Depends
 from starlette.concurrency import run_in_threadpool
 
 from charlstm.errors import CharlstmError
+from charlstm.generation import scoring
 from charlstm.server.schemas import NextResponse, ScoreResponse, VocabularyResponse
-from charlstm.server.service import ApiError, Service
-
-
-def _unknown_hint(exc: CharlstmError) -> str:
-    return str(exc).replace("use --unknown skip (or replace)", 'send "unknown": "skip" (or "replace")')
+from charlstm.server.service import ApiError, Service, api_error, request_errors
 
 
 def writing_router(service: Service, schemas: SimpleNamespace, check_token: Callable[..., Any]) -> APIRouter:
@@ -36,7 +33,7 @@ def writing_router(service: Service, schemas: SimpleNamespace, check_token: Call
     async def vocabulary(name: str) -> dict[str, Any]:
         entry = service.entry(name, status=404)
         vocab = entry.model.vocab
-        return {"model": entry.name, "tokens": list(entry.model._chars[: vocab.size]),
+        return {"model": entry.name, "tokens": list(entry.model.chars[: vocab.size]),
                 "unknown_id": vocab.unknown_id}
 
     @router.post(
@@ -47,15 +44,12 @@ def writing_router(service: Service, schemas: SimpleNamespace, check_token: Call
     async def next_chars(req: NextRequest) -> dict[str, Any]:  # type: ignore[valid-type]
         entry = service.entry(req.model)
         model = entry.model
-        settings = dict(
-            temperature=req.temperature, top_k=req.top_k, top_p=req.top_p, unknown=req.unknown,
-            no_repeat_ngram=req.no_repeat_ngram, repetition_penalty=req.repetition_penalty, min_p=req.min_p,
-            typical_p=req.typical_p,
-        )
+        with request_errors({"prime": "prefix"}):
+            settings = req.settings()
         try:
-            top = await run_in_threadpool(model.next_chars, req.prefix, req.k, **settings)
+            top = await run_in_threadpool(scoring.next_chars, model.network, req.prefix, req.k, settings)
         except CharlstmError as exc:
-            raise ApiError(422, _unknown_hint(exc), "prefix") from None
+            raise api_error(exc, {"prime": "prefix"}) from None
         except UnicodeError:
             raise ApiError(422, "the prefix is not valid Unicode text (a lone surrogate?)", "prefix") from None
         return {"model": entry.name, "prefix": model.prepare(req.prefix),
@@ -69,9 +63,9 @@ def writing_router(service: Service, schemas: SimpleNamespace, check_token: Call
     async def score(req: ScoreRequest) -> dict[str, Any]:  # type: ignore[valid-type]
         entry = service.entry(req.model)
         try:
-            scored = await run_in_threadpool(entry.model.score, req.text, req.unknown)
+            scored = await run_in_threadpool(scoring.score, entry.model.network, req.text, req.unknown)
         except CharlstmError as exc:
-            raise ApiError(422, _unknown_hint(exc), "text") from None
+            raise api_error(exc, {"prime": "text"}) from None
         except UnicodeError:
             raise ApiError(422, "the text is not valid Unicode text (a lone surrogate?)", "text") from None
         finite = scored.chars > 0
