@@ -8,6 +8,7 @@ a synthetic list whose two tags use different letters.
 from __future__ import annotations
 
 import collections
+import json
 import math
 import random
 import subprocess
@@ -278,3 +279,53 @@ def test_served_runs_are_named_after_their_folders_and_list_their_tags(models) -
                             str(runs / "tagged" / "best.keras")])
     assert [e.name for e in entries] == ["tagged", "untagged", "tagged-best"]
     assert entries[0].info()["tags"] == ["names", "play"] and entries[1].info()["tags"] == []
+
+
+def test_the_api_generates_in_a_tag_and_serves_each_tag_as_a_model(models) -> None:
+    from fastapi.testclient import TestClient
+
+    from charlstm.server import Limits, create_app, load_entries
+
+    tagged, _, runs = models
+    app = create_app(load_entries([str(runs / "tagged"), str(runs / "untagged")]), Limits())
+    body = {"model": "tagged", "prime": "\n", "length": 80, "seed": 3, "temperature": 0.5}
+    with TestClient(app) as client:
+        assert client.get("/api/models").json()[0]["tags"] == ["names", "play"]
+        ids = [m["id"] for m in client.get("/v1/models").json()["data"]]
+        assert ids == ["tagged", "tagged:names", "tagged:play", "untagged"]
+        for tag in tagged.tags:
+            want = tagged.with_tag(tag).generate("\n", length=80, seed=3, temperature=0.5)
+            assert client.post("/api/generate", json={**body, "tag": tag}).json()["texts"] == [want]
+            events = client.post("/api/stream", json={**body, "tag": tag}).text.split("\n\n")
+            pieces = [json.loads(b.split("data: ", 1)[1])["texts"][0] for b in events if b.startswith("event: text")]
+            start = next(json.loads(b.split("data: ", 1)[1]) for b in events if b.startswith("event: start"))
+            assert "".join(pieces) == want and start["model"] == f"tagged:{tag}"
+            completion = client.post("/v1/completions", json={"model": f"tagged:{tag}", "prompt": "\n",
+                                                              "max_tokens": 80, "seed": 3, "temperature": 0.5})
+            assert completion.json()["choices"][0]["text"] == want
+        bad = client.post("/api/generate", json={**body, "tag": "opera"})
+        assert bad.status_code == 422 and bad.json()["error"]["param"] == "tag"
+        assert "the model knows names, play" in bad.json()["error"]["message"]
+        assert client.post("/api/generate", json={**body, "model": "untagged", "tag": "play"}).status_code == 422
+        assert client.post("/v1/completions", json={"model": "tagged:opera", "prompt": "\n"}).status_code == 404
+
+
+def test_generate_cli_one_sample_per_tag_and_unknown_tags(models, tmp_path: Path) -> None:
+    tagged, _, runs = models
+    model = str(runs / "tagged" / "model.keras")
+    out = _cli("generate", model, "--tag", "names,play", "--prime", "\n", "--length", "60", "--seed", "2",
+               "--temperature", "0.5")
+    assert out.returncode == 0, out.stderr
+    parts = out.stdout.split("===== tag: ")[1:]
+    assert [p.split("\n", 1)[0] for p in parts] == ["names", "play"]
+    for part, tag in zip(parts, tagged.tags, strict=True):
+        want = tagged.with_tag(tag).generate("\n", length=60, seed=2, temperature=0.5)
+        assert part.split("\n", 1)[1].strip("\n") == ("\n" + want).strip("\n")
+    for flags, message in ((["--tag", "opera"], "unknown tag 'opera'; the model knows names, play"),
+                           (["--tag", ""], "unknown tag empty; the model knows names, play"),
+                           (["--tag", "play,opera"], "unknown tag 'opera'")):
+        bad = _cli("generate", model, *flags, "--length", "10")
+        assert bad.returncode == 2 and message in bad.stderr and bad.stdout == ""
+        assert len(bad.stderr.strip().splitlines()) == 1
+    untagged = _cli("generate", str(runs / "untagged" / "model.keras"), "--tag", "play", "--length", "10")
+    assert untagged.returncode == 2 and "has no tags" in untagged.stderr and untagged.stdout == ""
