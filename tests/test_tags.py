@@ -329,3 +329,21 @@ def test_generate_cli_one_sample_per_tag_and_unknown_tags(models, tmp_path: Path
         assert len(bad.stderr.strip().splitlines()) == 1
     untagged = _cli("generate", str(runs / "untagged" / "model.keras"), "--tag", "play", "--length", "10")
     assert untagged.returncode == 2 and "has no tags" in untagged.stderr and untagged.stdout == ""
+
+
+def test_fine_tuning_onto_a_new_tag_adds_it(models, folder: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from charlstm import train
+
+    tagged, _, runs = models
+    more = tmp_path / "more"
+    shutil.copytree(folder, more)
+    (more / "poem").mkdir()
+    (more / "poem" / "poem.txt").write_text("roses are red\nviolets are blue\n" * 200, encoding="utf-8")
+    tuned = train(more, tags="folder", init_from=runs / "tagged" / "model.keras", out=tmp_path / "tuned",
+                  **{**TRAIN, "epochs": 1})
+    assert tuned.tags == ("names", "play", "poem")  # the old tags keep their ids; the new one is appended
+    assert tuned.meta["model"]["num_tags"] == 3 and tuned.with_tag("poem").generate("\n", length=5)
+    out = _cli("score", str(tmp_path / "tuned" / "model.keras"), str(more / "poem" / "poem.txt"), "--tag", "poem")
+    assert out.returncode == 0 and "bits/char" in out.stdout

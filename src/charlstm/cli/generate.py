@@ -70,6 +70,7 @@ def add_parsers(sub: Any) -> None:
     e.add_argument("model")
     e.add_argument("texts", nargs="+", help="files, folders, named corpora, or prepared corpora (their validation part)")
     e.add_argument("--unknown", choices=["error", "skip", "replace"], default="error")
+    e.add_argument("--tag", help="a tagged model's tag to evaluate under (default: its first)")
     e.add_argument(
         "--context", choices=["stateful", "window"], help="default: window for classic models, else stateful"
     )
@@ -256,7 +257,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from charlstm.data.prepared import is_prepared, open_prepared
     from charlstm.generation.model import load
 
-    model = load(args.model)
+    model = load(args.model).with_tag(args.tag)
     for source in args.texts:
         if is_prepared(source):  # a prepared corpus: its validation part (all of it if it has none)
             corpus = open_prepared(source)
