@@ -70,6 +70,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--chars", type=int, default=200_000, help="characters of each text")
     p.add_argument("--time", default="2m", help="time budget of the tagged and of the untagged model")
+    p.add_argument("--epochs", type=int, help="equal steps instead of equal time: N epochs each (a separate "
+                   "model's epoch is half as long, so the total steps match); a shared machine's load moves "
+                   "the steps a time budget buys")
     p.add_argument("--units", type=int, default=128)
     p.add_argument("--layers", type=int, default=1)
     args = p.parse_args()
@@ -86,11 +89,12 @@ def main() -> None:
     common = dict(units=args.units, layers=args.layers, verbose=0, sample_temperatures=[], seed=1)
     runs = {}
     started = time.perf_counter()
-    runs["tagged"] = charlstm.train(work / "styles", tags="folder", time=seconds, out=work / "tagged", **common)
-    runs["untagged"] = charlstm.train(work / "styles", time=seconds, out=work / "untagged", **common)
+    length = {"epochs": args.epochs} if args.epochs else {"time": seconds}
+    part = {"epochs": args.epochs} if args.epochs else {"time": seconds / len(data)}
+    runs["tagged"] = charlstm.train(work / "styles", tags="folder", out=work / "tagged", **length, **common)
+    runs["untagged"] = charlstm.train(work / "styles", out=work / "untagged", **length, **common)
     for tag in data:
-        runs[tag] = charlstm.train(work / "styles" / tag, time=seconds / len(data), val_frac=0.1,
-                                   out=work / f"only-{tag}", **common)
+        runs[tag] = charlstm.train(work / "styles" / tag, val_frac=0.1, out=work / f"only-{tag}", **part, **common)
     wall = time.perf_counter() - started
 
     def steps(model) -> float:
@@ -122,8 +126,10 @@ def main() -> None:
     speed = {n: chars_per_second({"tagged": tagged.with_tag("novel"), "untagged": runs["untagged"]}, n)
              for n in (1, 16)}
     print(f"CPU: {cpu_name()} (machine shared with other sessions); {args.chars:,} chars per text, "
-          f"{args.layers} x LSTM({args.units}); {format_duration(seconds)} for the tagged and for the untagged "
-          f"model, {format_duration(seconds / len(data))} for each separate model; {wall:.0f} s of training in all")
+          f"{args.layers} x LSTM({args.units}); " + (
+              f"{args.epochs} epochs each (equal steps in all)" if args.epochs else
+              f"{format_duration(seconds)} for the tagged and for the untagged model, "
+              f"{format_duration(seconds / len(data))} for each separate model") + f"; {wall:.0f} s of training")
     for name, model in runs.items():
         print(f"  {name}: {steps(model):.2f} data epochs")
     print("validation loss per tag (nats/char, NumPy runtime, stateful):")
