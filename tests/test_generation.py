@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from conftest import run_cli
 from model_factory import CHARS, build_and_save
+from steps import Steps
 
 from charlstm.errors import CharlstmError
 from charlstm.generation import model as runtime
@@ -104,13 +105,14 @@ def test_window_context_reproduces_the_lesson_loop_with_keras(tmp_path):
 @pytest.mark.parametrize("num_samples", [1, 4])
 def test_stateful_generation_reads_the_prime_once(model_path, num_samples):
     model = runtime.load(model_path)
-    assert model.step_count == 0
+    steps = Steps(model)
     prime, length = "the cat sat", 50
     model.generate(prime, length, 1.0, seed=0, num_samples=num_samples)
-    assert model.step_count == len(prime) + length - 1  # P steps for the prime, one per new char but the last
+    assert steps.count == len(prime) + length - 1  # P steps for the prime, one per new char but the last
     windowed = runtime.load(model_path)
+    windowed_steps = Steps(windowed)
     windowed.generate(prime, length, 1.0, seed=0, context="window")
-    assert windowed.step_count > 10 * model.step_count  # what re-reading would have cost
+    assert windowed_steps.count > 10 * steps.count  # what re-reading would have cost
 
 
 def test_greedy_generation_follows_the_argmax_of_a_full_forward_pass(model):
@@ -274,20 +276,22 @@ def test_unknown_prime_characters_follow_the_policy(model, tmp_path):
 )
 def test_bad_arguments_are_refused_before_any_work(model, kwargs, message):
     args = {"prime": "the ", "length": 10, **kwargs}
+    steps = Steps(model)
     with pytest.raises(CharlstmError, match=message):
         model.stream(**args)
-    assert model.step_count == 0
+    assert steps.count == 0
 
 
 # -- streaming and memory -------------------------------------------------------------------------------------
 
 
 def test_stream_is_a_lazy_iterator(model):
+    steps = Steps(model)
     it = model.stream("the ", 10**9, 1.0, seed=0)
     assert iter(it) is it
     first = [next(it) for _ in range(5)]
     assert all(isinstance(ch, str) and len(ch) == 1 for ch in first)
-    assert model.step_count == len("the ") + 4  # nothing computed ahead of what was asked for
+    assert steps.count == len("the ") + 4  # nothing computed ahead of what was asked for
     it.close()
 
 
@@ -424,6 +428,7 @@ def test_cli_streams_characters_as_they_are_generated(model_path):
 
 
 def test_zero_length_generates_nothing_and_computes_nothing(model):
+    steps = Steps(model)
     assert model.generate("the ", 0) == ""
     assert model.generate("the ", 0, num_samples=3) == ["", "", ""]
-    assert model.step_count == 0
+    assert steps.count == 0

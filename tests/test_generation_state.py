@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from model_factory import CHARS, build_and_save
+from steps import Steps
 
 from charlstm.generation import model as runtime
 from charlstm.generation.processors import RowHistory
@@ -47,14 +48,15 @@ REQUESTS = [
 
 
 def test_generations_stepped_together_give_the_texts_they_give_alone(model):
+    steps = Steps(model)
     alone = []
     for kw in REQUESTS:
         out = model.generate(**kw)
         alone.append([out] if isinstance(out, str) else out)
-    steps_alone = model.step_count
+    steps_alone = steps.count
     together = run_together([model.generation(**kw) for kw in REQUESTS])
     assert together == alone
-    assert model.step_count - steps_alone < steps_alone / 2  # and they really shared network steps
+    assert steps.count - steps_alone < steps_alone / 2  # and they really shared network steps
     # a request joining later (between steps) does not change the others either; nor does stepping with
     # one-off step() calls instead of a Batch kept over the steps
     gens = [model.generation(**kw) for kw in REQUESTS[:3]]

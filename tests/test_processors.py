@@ -98,6 +98,29 @@ def test_no_repeat_ngram_bans_exactly_what_hugging_face_bans():
             h.update(ids)
 
 
+def test_no_repeat_ngram_compares_ngrams_exactly_over_a_two_character_vocabulary():
+    """Over a binary vocabulary every (n-1)-gram recurs with both continuations and many n-grams differ in one
+    id only: the ban at each step is exactly the reference's, for long n-grams too (the keys are the ids
+    themselves, as base-V digits, not hashes), whether the history is indexed step by step or all at once."""
+    rng = np.random.default_rng(1)
+    for n in (4, 9, 16):
+        seqs = rng.integers(0, 2, (2, 300))
+        proc = NoRepeatNGram(n)
+        step_by_step = RowHistory(seqs[0, :20], 2, keep_ids=True)
+        step_by_step.update(seqs[:, 20])
+        for t in range(21, 300):
+            out = proc(np.zeros((2, 2)), step_by_step)
+            for b in range(2):
+                want = _hf_banned(step_by_step.ids[b].tolist(), n)
+                if len(want) < 2:  # both banned: the row is left alone
+                    assert set(np.flatnonzero(np.isneginf(out[b]))) == want, (n, t, b)
+            step_by_step.update(seqs[:, t])
+        at_once = RowHistory(seqs[0, :20], 2, keep_ids=True)
+        for t in range(20, 300):
+            at_once.update(seqs[:, t])
+        np.testing.assert_array_equal(NoRepeatNGram(n)(np.zeros((2, 2)), at_once), proc(np.zeros((2, 2)), step_by_step))
+
+
 def test_no_repeat_ngram_never_emits_a_repeated_ngram_over_many_seeds():
     vocab = 64  # 120 characters cannot use up every continuation of any (n-1)-gram (see the fallback test)
     for n in (2, 3, 4):

@@ -76,7 +76,6 @@ def test_classic_layout_matches_keras_last_step(tmp_path):
     expected = keras_logits(keras_model, ids)
     assert expected.shape == (5, len(CHARS))
     np.testing.assert_allclose(model.forward(ids)[0][:, -1], expected, atol=TOL, rtol=0)
-    np.testing.assert_allclose(model._window_logits(ids, 40), expected, atol=TOL, rtol=0)
 
 
 def test_unknown_symbol_is_an_output_of_the_model(tmp_path):

@@ -71,10 +71,6 @@ class CharModel:
     tags = property(lambda self: self.network.tags, doc="A tagged model's tags, in id order (else ()).")
     tag = property(lambda self: self.network.tag, doc="The tag this model generates in (None: untagged).")
 
-    @property
-    def step_count(self) -> int:
-        return self.network.step_count
-
     # -- description --------------------------------------------------------------------------------
     @property
     def preprocessing(self) -> dict[str, Any]:
@@ -145,10 +141,6 @@ class CharModel:
     def logits(self, text_or_ids: str | np.ndarray) -> np.ndarray:
         """Logits (T, V) of one sequence read from the zero state (`Network.logits`)."""
         return self.network.logits(text_or_ids)
-
-    def _window_logits(self, history: np.ndarray, window: int) -> np.ndarray:
-        """Logits for the next character after each row of `history`, re-reading its last `window` ids."""
-        return self.network.forward(history[:, -window:])[0][:, -1]
 
     def step(self, ids: np.ndarray, state: State) -> tuple[np.ndarray, State]:
         """One time step for a batch of rows (`Network.step`): logits (B, V) and the new state."""

@@ -113,7 +113,6 @@ def read_weights(h5_bytes: bytes, layer_classes: Sequence[str]) -> list[list[np.
     return out
 
 
-
 def read_model_file(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, Any], bytes, bytes]:
     """(keras config, charlstm metadata, weights h5 bytes, file bytes), with a clear error for non-models."""
     p = Path(path)
@@ -130,9 +129,7 @@ def read_model_file(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[
             meta = json.loads(z.read(META_ENTRY))
             config = json.loads(z.read("config.json"))
             weights = z.read("model.weights.h5")
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as exc:
-        if isinstance(exc, CharlstmError):
-            raise
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as exc:  # CharlstmError passes through
         raise CharlstmError(
             f"{p}: not a charlstm model file or damaged ({type(exc).__name__}: {exc})"
         ) from None

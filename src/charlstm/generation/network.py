@@ -75,7 +75,7 @@ def rowwise(x: np.ndarray, w: np.ndarray) -> np.ndarray:
     """
     if len(x) == 1:  # the same vector-matrix product (gemv), without the stacked loop's overhead
         return x @ w
-    return (x[:, None, :] @ w)[:, 0, :]
+    return (x[:, None, :] @ w)[:, 0, :]  # (B, 1, K) @ (K, N) -> (B, 1, N) -> (B, N)
 
 
 @dataclass
@@ -96,17 +96,17 @@ class RecurrentLayer:
     def __post_init__(self) -> None:
         u = self.units
         if self.cell == "lstm":
-            order = np.r_[0 : 2 * u, 3 * u : 4 * u, 2 * u : 3 * u]  # i, f, o, c
-            scale = np.r_[np.full(3 * u, 0.5), np.ones(u)].astype(np.float32)
-            bias_in, self._bias_rec = self.bias[order] * scale, None
+            order = np.r_[0 : 2 * u, 3 * u : 4 * u, 2 * u : 3 * u]  # (4u,): columns i, f, o, c
+            scale = np.r_[np.full(3 * u, 0.5), np.ones(u)].astype(np.float32)  # (4u,)
+            bias_in, self._bias_rec = self.bias[order] * scale, None  # (4u,)
         else:
-            order = np.arange(3 * u)
-            scale = np.r_[np.full(2 * u, 0.5), np.ones(u)].astype(np.float32)
-            bias_in = self.bias[0] * scale
-            self._bias_rec = np.ascontiguousarray(self.bias[1] * scale, dtype=np.float32)
-        self._kernel = np.ascontiguousarray(self.kernel[:, order] * scale, dtype=np.float32)
-        self._recurrent = np.ascontiguousarray(self.recurrent[:, order] * scale, dtype=np.float32)
-        self._bias_in = np.ascontiguousarray(bias_in, dtype=np.float32)
+            order = np.arange(3 * u)  # (3u,): columns z, r, h as Keras has them
+            scale = np.r_[np.full(2 * u, 0.5), np.ones(u)].astype(np.float32)  # (3u,)
+            bias_in = self.bias[0] * scale  # (3u,)
+            self._bias_rec = np.ascontiguousarray(self.bias[1] * scale, dtype=np.float32)  # (3u,)
+        self._kernel = np.ascontiguousarray(self.kernel[:, order] * scale, dtype=np.float32)  # (in, G*u)
+        self._recurrent = np.ascontiguousarray(self.recurrent[:, order] * scale, dtype=np.float32)  # (u, G*u)
+        self._bias_in = np.ascontiguousarray(bias_in, dtype=np.float32)  # (G*u,)
 
     def input_table(self, embedding: np.ndarray | None) -> np.ndarray:
         """The projected input (V, G*u) of every character id: `project(embedding)`, or, for one-hot input
@@ -116,10 +116,10 @@ class RecurrentLayer:
 
     def project(self, x: np.ndarray, by_row: bool = False) -> np.ndarray:
         """The input's share of every gate, in the fused layout `step` takes: x @ kernel + input bias."""
-        return (rowwise(x, self._kernel) if by_row else x @ self._kernel) + self._bias_in
+        return (rowwise(x, self._kernel) if by_row else x @ self._kernel) + self._bias_in  # (..., in) -> (..., G*u)
 
     def zero_state(self, batch: int) -> tuple[np.ndarray, ...]:
-        h = np.zeros((batch, self.units), np.float32)
+        h = np.zeros((batch, self.units), np.float32)  # (B, u)
         return (h, h.copy()) if self.cell == "lstm" else (h,)
 
     def step(
@@ -130,27 +130,27 @@ class RecurrentLayer:
         mul = rowwise if by_row else np.matmul
         u = self.units
         if self.cell == "lstm":
-            h, c = state
-            z = mul(h, self._recurrent)
+            h, c = state  # (B, u) each
+            z = mul(h, self._recurrent)  # (B, 4u): i, f, o, c
             z += xproj
             np.tanh(z, out=z)
-            gates = z[:, : 3 * u]
+            gates = z[:, : 3 * u]  # (B, 3u), a view
             gates *= 0.5
             gates += 0.5  # i, f, o are now sigmoids; z[:, 3u:] is tanh of the candidate
-            c = z[:, u : 2 * u] * c
-            c += z[:, :u] * z[:, 3 * u :]
-            return z[:, 2 * u : 3 * u] * np.tanh(c), c
-        (h,) = state
-        r_all = mul(h, self._recurrent)
+            c = z[:, u : 2 * u] * c  # (B, u): f * c
+            c += z[:, :u] * z[:, 3 * u :]  # + i * candidate
+            return z[:, 2 * u : 3 * u] * np.tanh(c), c  # h = o * tanh(c), (B, u)
+        (h,) = state  # (B, u)
+        r_all = mul(h, self._recurrent)  # (B, 3u): z, r, h
         r_all += self._bias_rec
-        zr = xproj[:, : 2 * u] + r_all[:, : 2 * u]
+        zr = xproj[:, : 2 * u] + r_all[:, : 2 * u]  # (B, 2u)
         np.tanh(zr, out=zr)
         zr *= 0.5
-        zr += 0.5
-        hh = zr[:, u:] * r_all[:, 2 * u :]
+        zr += 0.5  # (B, 2u): the z and r sigmoids
+        hh = zr[:, u:] * r_all[:, 2 * u :]  # (B, u): r * (h @ U_h + b_h), reset after
         hh += xproj[:, 2 * u :]
-        np.tanh(hh, out=hh)
-        h = h - hh
+        np.tanh(hh, out=hh)  # (B, u): the candidate
+        h = h - hh  # (B, u)
         h *= zr[:, :u]
         h += hh  # z * h + (1 - z) * hh
         return (h,)
@@ -206,7 +206,6 @@ class Network:
         self.sampling_bias = dense_bias.copy()  # (V,)
         if vocab.unknown_id is not None:
             self.sampling_bias[vocab.unknown_id] = -np.inf
-        self.step_count = 0  # time steps run so far (tests use it to see that primes are read once)
 
     @property
     def recipe(self) -> str:
@@ -284,7 +283,6 @@ class Network:
                     outs[:, t] = st[0]
                 state[n] = st
                 hidden = outs
-            self.step_count += steps
             return hidden @ self.dense_kernel + self.dense_bias, state  # (B, T, V)
 
     def logits(self, text_or_ids: str | np.ndarray) -> np.ndarray:
@@ -304,7 +302,6 @@ class Network:
                 if n > 0:
                     xproj = layer.project(state[n - 1][0], by_row=True)  # (B, u below) -> (B, G*u)
                 state[n] = layer.step(xproj, state[n], by_row=True)
-            self.step_count += 1
             return rowwise(state[-1][0], self.dense_kernel) + self.sampling_bias, state  # (B, V)
 
     @staticmethod

@@ -97,6 +97,11 @@ class RepeatGuard:
     code); the guard forbids exactly the character that would make the current run too long, and leaves the
     distribution untouched otherwise. `limits` (V,) usually holds the training text's longest runs
     (`vocab.longest_runs`), recorded in the model file.
+
+    Examples:
+        >>> history = RowHistory(np.array([2, 1, 1]), rows=1)  # the prime ends in a run of two 1s
+        >>> RepeatGuard(np.array([5, 2, 5]))(np.zeros((1, 3)), history)  # 1 may not run three times
+        array([[  0., -inf,   0.]])
     """
 
     def __init__(self, limits: np.ndarray) -> None:
@@ -142,6 +147,12 @@ class NoRepeatNGram:
     (n-1)-grams seen before (prime included); every character that followed one of their earlier occurrences
     gets -inf. Rows shorter than n-1 characters are left alone. Should a ban leave a row with no finite
     logit at all (a tiny vocabulary, n = 1), that row is left as it was rather than made unsampleable.
+    The n-grams are compared exactly (as Hugging Face compares them), never by a hash.
+
+    Examples:
+        >>> history = RowHistory(np.array([0, 1, 2, 0]), rows=1, keep_ids=True)  # "abca"
+        >>> NoRepeatNGram(2)(np.zeros((1, 3)), history)  # "ab" is in the text: after "a", "b" is banned
+        array([[  0., -inf,   0.]])
     """
 
     needs_ids = True
@@ -155,32 +166,40 @@ class NoRepeatNGram:
         return f"NoRepeatNGram({self.n})"
 
     def __call__(self, logits: np.ndarray, history: RowHistory) -> np.ndarray:
-        ids = history.ids
+        ids = history.ids  # (rows, length)
         rows, length = ids.shape
         n = self.n
         if length < n - 1:
             return logits
-        # memo: per row, {hash of an (n-1)-gram: the id that followed it, or the set of them when several},
-        # and how far the history is indexed (hashes, not tuples: about 100 bytes per character, not 400)
-        state = _memo(self, history, lambda: {"seen": [{} for _ in range(rows)], "done": n - 1})
+        # memo, per row: {(n-1)-gram: the id that followed it, or the set of them when several}, the row's
+        # last n-1 ids as one key, and how far the history is indexed. An (n-1)-gram's key is its ids as the
+        # digits of one integer in base V (exact: two n-grams share a key only if they are equal; about 100
+        # bytes per character for n = 20, where tuples of ids would take 400)
+        base = logits.shape[-1]
+        width = base ** (n - 1)  # keys are taken modulo V^(n-1): the last n-1 digits
+        state = _memo(self, history, lambda: {"seen": [{} for _ in range(rows)], "keys": [0] * rows, "done": 0})
         seen: list[dict[int, Any]] = state["seen"]
+        keys: list[int] = state["keys"]
         if length > state["done"]:
-            block = ids[:, max(0, state["done"] - n + 1) :].tolist()  # the new n-grams' characters
-            for row, seq in zip(seen, block, strict=True):
-                for end in range(n - 1, len(seq)):
-                    key, nxt = hash(tuple(seq[end - n + 1 : end])), seq[end]
-                    old = row.get(key)
-                    if old is None:
-                        row[key] = nxt
-                    elif isinstance(old, set):
-                        old.add(nxt)
-                    elif old != nxt:
-                        row[key] = {old, nxt}
+            start = state["done"]
+            block = ids[:, start:].tolist()  # the ids not indexed yet, per row
+            for b, (row, seq) in enumerate(zip(seen, block, strict=True)):
+                key = keys[b]  # the (n-1)-gram just before position `start` (once start >= n - 1)
+                for at, nxt in enumerate(seq, start):
+                    if at >= n - 1:
+                        old = row.get(key)
+                        if old is None:
+                            row[key] = nxt
+                        elif isinstance(old, set):
+                            old.add(nxt)
+                        elif old != nxt:
+                            row[key] = {old, nxt}
+                    key = (key * base + nxt) % width
+                keys[b] = key
             state["done"] = length
-        tails = ids[:, length - n + 1 :].tolist() if n > 1 else [[]] * rows
         out = None
         for b in range(rows):
-            banned = seen[b].get(hash(tuple(tails[b])))
+            banned = seen[b].get(keys[b])  # what followed the row's last n-1 characters before
             if banned is None:
                 continue
             cols = np.array([banned] if isinstance(banned, int) else sorted(banned), dtype=np.int64)
@@ -198,7 +217,13 @@ class NoRepeatNGram:
 class RepetitionPenalty:
     """The CTRL repetition penalty, as Hugging Face computes it: for every character already in the row's
     text (prime included), logit * p if the logit is negative, else logit / p. p > 1 discourages repeats,
-    p < 1 encourages them, p = 1 changes nothing. Applied to the raw logits, before temperature."""
+    p < 1 encourages them, p = 1 changes nothing. Applied to the raw logits, before temperature.
+
+    Examples:
+        >>> history = RowHistory(np.array([0, 1]), rows=1, keep_ids=True)  # ids 0 and 1 are in the text
+        >>> RepetitionPenalty(2.0)(np.array([[2.0, -1.0, 3.0]]), history)
+        array([[ 1., -2.,  3.]])
+    """
 
     needs_ids = True
 
@@ -223,7 +248,14 @@ class RepetitionPenalty:
 
 class PresenceFrequencyPenalty:
     """OpenAI's presence and frequency penalties: logit - count * frequency - (count > 0) * presence, where
-    count is how often the character has been generated so far in this row (the prompt is not counted)."""
+    count is how often the character has been generated so far in this row (the prompt is not counted).
+
+    Examples:
+        >>> history = RowHistory(np.array([0]), rows=1, keep_ids=True)  # the prompt: id 0
+        >>> history.update(np.array([1])); history.update(np.array([1]))  # id 1 generated twice
+        >>> PresenceFrequencyPenalty(presence=0.5, frequency=0.25)(np.zeros((1, 3)), history)
+        array([[ 0., -1.,  0.]])
+    """
 
     needs_ids = True
 
@@ -244,7 +276,13 @@ class PresenceFrequencyPenalty:
 
 class LogitBias:
     """OpenAI's `logit_bias`: add `bias[id]` to the logit of character `id` at every step, in every row
-    (-100 bans a character in practice, +100 all but forces it)."""
+    (-100 bans a character in practice, +100 all but forces it).
+
+    Examples:
+        >>> LogitBias({2: -100.0, 0: 1.5}, vocab_size=3)(np.zeros((2, 3)), None)
+        array([[   1.5,    0. , -100. ],
+               [   1.5,    0. , -100. ]])
+    """
 
     def __init__(self, bias: Mapping[int, float], vocab_size: int) -> None:
         self.vector = np.zeros(vocab_size, dtype=np.float64)
@@ -275,7 +313,12 @@ def build_processors(
 ) -> list[LogitProcessor]:
     """The processors for these settings, in the order they apply: the repeat guard, the penalties (they
     rescale logits), the bias, the n-gram ban (last, so that it sees what would be left), then `extra`.
-    Neutral settings (None, 0, penalty 1, an empty bias) add nothing, so they cost nothing."""
+    Neutral settings (None, 0, penalty 1, an empty bias) add nothing, so they cost nothing.
+
+    Examples:
+        >>> build_processors(3, None, no_repeat_ngram=20, repetition_penalty=1.0, logit_bias={1: 2.0})
+        [LogitBias(1 ids), NoRepeatNGram(20)]
+    """
     out: list[LogitProcessor] = []
     if repeat_limits is not None:
         out.append(RepeatGuard(repeat_limits))

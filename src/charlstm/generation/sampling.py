@@ -68,6 +68,13 @@ def probabilities(
     and typical-p, in Hugging Face's order (each truncation sees the weights the previous one left).
 
     Exposed separately so tests (and curious users) can see the exact distribution that is sampled.
+
+    Examples:
+        >>> logits = np.log([[0.5, 0.3, 0.2]])
+        >>> probabilities(logits, top_k=2)  # weights relative to the likeliest; the third is cut
+        array([[1. , 0.6, 0. ]])
+        >>> probabilities(logits, temperature=0)  # greedy
+        array([[1., 0., 0.]])
     """
     z = np.asarray(logits, dtype=np.float64)
     if z.ndim == 1:
@@ -101,14 +108,24 @@ def probabilities(
 
 def min_p_filter(p: np.ndarray, min_p: float) -> np.ndarray:
     """Keep the entries whose weight is at least min_p times the row's largest (min-p sampling, Nguyen et al.
-    2024; Hugging Face's MinPLogitsWarper): the cut follows the model's confidence."""
+    2024; Hugging Face's MinPLogitsWarper): the cut follows the model's confidence.
+
+    Examples:
+        >>> min_p_filter(np.array([[0.5, 0.3, 0.04, 0.16]]), 0.2)  # below 0.2 x 0.5 = 0.1 goes
+        array([[0.5 , 0.3 , 0.  , 0.16]])
+    """
     return np.where(p >= min_p * p.max(axis=-1, keepdims=True), p, 0.0)
 
 
 def typical_filter(p: np.ndarray, mass: float) -> np.ndarray:
     """Locally typical sampling (Meister et al. 2022; Hugging Face's TypicalLogitsWarper): rank entries by
     |-log q - H(q)|, how far each one's surprise is from the row's entropy, and keep the smallest such set
-    whose mass reaches `mass` (ties with the last one kept; never fewer than one entry)."""
+    whose mass reaches `mass` (ties with the last one kept; never fewer than one entry).
+
+    Examples:
+        >>> typical_filter(np.array([[0.5, 0.3, 0.04, 0.16]]), 0.5)
+        array([[0.5, 0.3, 0. , 0. ]])
+    """
     q = p / p.sum(axis=-1, keepdims=True)
     with np.errstate(divide="ignore", invalid="ignore"):
         logq = np.log(q)
@@ -130,7 +147,13 @@ def sample(
     min_p: float | None = None,
     typical_p: float | None = None,
 ) -> np.ndarray:
-    """One id per row of `logits` (B, V), chosen by inverse CDF with the given uniform draws (B,)."""
+    """One id per row of `logits` (B, V), chosen by inverse CDF with the given uniform draws (B,).
+
+    Examples:
+        >>> logits = np.log([[0.5, 0.3, 0.2]])
+        >>> sample(logits, np.array([0.1])), sample(logits, np.array([0.9]))  # the CDF is 0.5, 0.8, 1
+        (array([0]), array([2]))
+    """
     z = np.asarray(logits)
     if z.ndim == 1:
         z = z[None, :]

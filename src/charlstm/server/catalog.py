@@ -20,8 +20,6 @@ from typing import Any
 from charlstm.errors import CharlstmError
 from charlstm.generation.model import CharModel, load
 
-LN2 = math.log(2)
-
 
 @dataclass
 class Entry:
