@@ -342,6 +342,9 @@ def network_from_parts(
             dense = (w[0], w[1])
     if not rnn or dense is None:
         raise CharlstmError(f"{path or 'model'}: expected recurrent layers and a Dense head")
+    if tag_table is not None and len(meta.get("tags") or ()) != len(tag_table):
+        raise CharlstmError(f"{path or 'model'}: a tag embedding of {len(tag_table)} rows, but charlstm.json lists "
+                            f"{len(meta.get('tags') or ())} tags")
     return Network(
         vocab=vocab, input_table=input_table, layers=rnn, dense_kernel=dense[0], dense_bias=dense[1], meta=meta,
         window=window, path=path, tag_table=tag_table,
