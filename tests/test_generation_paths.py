@@ -10,6 +10,7 @@ after the refactor were compared with tests/tools/record_generation.py (the same
 from __future__ import annotations
 
 import dataclasses
+import pickle
 
 import pytest
 from fastapi.testclient import TestClient
@@ -136,6 +137,16 @@ def test_errors_about_the_model_name_their_field_at_start(model):
     with pytest.raises(CharlstmError) as err:
         generate.start(model.network, GenerationSettings(logit_bias={999: 1.0}), "the")
     assert err.value.field == "logit_bias"
+
+
+def test_errors_keep_their_field_when_pickled():
+    from charlstm.errors import TrainingInterrupted, UnknownCharacters
+
+    for exc in (CharlstmError("top-p must be in (0, 1], got 2", "top_p"), UnknownCharacters("1 character", "prime"),
+                TrainingInterrupted("stopped")):
+        back = pickle.loads(pickle.dumps(exc))
+        assert type(back) is type(exc) and str(back) == str(exc) and back.field == exc.field
+    assert pickle.loads(pickle.dumps(UnknownCharacters("1 character"))).summary == "1 character"
 
 
 def test_the_server_places_errors_by_their_field_not_their_wording(client):

@@ -20,6 +20,7 @@ OPERATIONS = [
     ("GET", "/api/models"),
     ("GET", "/api/runs/{name}"),
     ("GET", "/api/models/{name}/vocabulary"),
+    ("GET", "/api/models/{name}/web.zip"),
     ("POST", "/api/next"),
     ("POST", "/api/score"),
     ("POST", "/api/generate"),

@@ -21,6 +21,9 @@ _LESSON = {
     "SampleText": "charlstm.training.lesson",
     "save_keras_model": "charlstm.training.lesson",
     "serve_in_background": "charlstm.server.run",
+    # take a model anywhere (charlstm export): an ONNX step graph, a static web page
+    "export_onnx": "charlstm.export.onnx",
+    "export_web": "charlstm.export.web",
 }
 __all__ += list(_LESSON)
 

@@ -20,6 +20,10 @@ class CharlstmError(Exception):
         super().__init__(message)
         self.field = field
 
+    def __reduce__(self) -> tuple[object, ...]:
+        """Pickled with its field (and a subclass's own attributes), not rebuilt from the message alone."""
+        return _rebuild, (type(self), self.args, dict(self.__dict__))
+
     def _render_traceback_(self) -> list[str]:
         """How IPython (a notebook) shows it: the one line the CLI prints, not a traceback into charlstm."""
         return [f"{type(self).__name__}: {self}"]
@@ -43,3 +47,10 @@ class TrainingInterrupted(CharlstmError):
 
 class TrainingDiverged(CharlstmError):
     """The loss became NaN/inf; the last good checkpoint is kept."""
+
+
+def _rebuild(cls: type[CharlstmError], args: tuple[object, ...], state: dict[str, object]) -> CharlstmError:
+    exc = cls.__new__(cls)
+    exc.args = args
+    exc.__dict__.update(state)
+    return exc

@@ -243,11 +243,11 @@ class CharModel:
             once per character; "window" re-reads the last `window` characters per character (the lesson's
             way). Arguments are checked at once; nothing is computed until the first character is asked for.
         """
-        gen = self.generation(
-            prime, length, temperature, top_k, top_p, seed, num_samples, stop, unknown, context, processors,
-            max_repeat=max_repeat, **options,
+        settings = GenerationSettings(
+            length=length, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, num_samples=num_samples,
+            stop=stop, unknown=unknown, context=context, max_repeat=max_repeat, **options,
         )
-        return generate.run(gen)
+        return generate.stream(self.network, settings, prime, processors)
 
     def generate(
         self, prime: str | None = None, length: int = 400, temperature: float = 1.0, **kwargs: Any

@@ -159,6 +159,22 @@ def create_app(entries: Sequence[Entry], limits: Limits | None = None, token: st
             raise ApiError(404, f"no run named {name!r}; runs served: {runs}", "name", "not_found_error")
         return {"name": name, "metrics": entry.metrics, "samples": entry.samples}
 
+    @api.get(
+        "/models/{name}/web.zip",
+        response_class=Response,
+        responses={200: {"content": {"application/zip": {}}, "description": "the folder of `charlstm export --web`"}},
+        summary="The model as a web page that generates in the browser, no server (a zip of one folder)",
+    )
+    async def web_export(name: str) -> Response:
+        from urllib.parse import quote
+
+        from charlstm.export.web import web_zip
+
+        entry = service.entry(name, status=404)
+        data = await asyncio.to_thread(web_zip, entry.model, name)
+        disposition = f"attachment; filename*=UTF-8''{quote(name + '-web.zip')}"
+        return Response(data, media_type="application/zip", headers={"Content-Disposition": disposition})
+
     async def start(req: GenerateRequest) -> AsyncIterator[Started]:  # type: ignore[valid-type]
         """Check the request and start its generation; when the response ends (or the client leaves), stop it."""
         entry = service.with_tag(service.entry(req.model), req.tag)

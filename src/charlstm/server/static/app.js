@@ -109,6 +109,8 @@ function onModelChange() {
   const tags = m.tags || [];  // a tagged model: choose the style to generate in
   $("tag").replaceChildren(...tags.map((t) => new Option(t, t)));
   $("tag").hidden = $("tag-label").hidden = tags.length === 0;
+  $("download-web").href = `/api/models/${encodeURIComponent(m.name)}/web.zip`;
+  $("download-web").download = `${m.name}-web.zip`;
   $("top_k").max = String(m.vocab_size);
   showSlider("top_k");
   if (!$("view-run").hidden) loadRun();
@@ -392,6 +394,19 @@ function init() {
   $("lesson-form").addEventListener("submit", lesson);
   $("lesson-stop").addEventListener("click", () => state.lesson.forEach((c) => c.abort()));
   for (const tab of document.querySelectorAll(".tab")) tab.addEventListener("click", () => show(tab.dataset.view));
+  // the model as a page that runs in the browser (charlstm export --web), zipped: fetched with the token
+  $("download-web").addEventListener("click", async (ev) => {
+    ev.preventDefault();
+    const link = ev.currentTarget;
+    try {
+      const blob = await (await request(link.getAttribute("href"))).blob();
+      const a = Object.assign(document.createElement("a"), { href: URL.createObjectURL(blob), download: link.download });
+      a.click();
+      setTimeout(() => URL.revokeObjectURL(a.href), 10000);
+    } catch (err) {
+      $("model-info").textContent = err.message;
+    }
+  });
   $("token-save").addEventListener("click", () => {
     state.token = $("token").value;
     sessionStorage.setItem("charlstm-token", state.token);
