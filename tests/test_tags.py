@@ -347,3 +347,18 @@ def test_fine_tuning_onto_a_new_tag_adds_it(models, folder: Path, tmp_path: Path
     assert tuned.meta["model"]["num_tags"] == 3 and tuned.with_tag("poem").generate("\n", length=5)
     out = _cli("score", str(tmp_path / "tuned" / "model.keras"), str(more / "poem" / "poem.txt"), "--tag", "poem")
     assert out.returncode == 0 and "bits/char" in out.stdout
+
+
+def test_an_export_carries_the_chosen_tag(models) -> None:
+    from charlstm.export.parts import initial_state, step, step_weights
+
+    tagged, _, _ = models
+    ids = tagged.encode("ROMEO:\n")
+    for tag in tagged.tags:
+        view = tagged.with_tag(tag)
+        weights = step_weights(view)
+        state = initial_state(weights)
+        for i in ids:
+            logits, state = step(weights, np.array([i]), state)
+        want = view.forward(ids[None])[0][0, -1]
+        np.testing.assert_allclose(logits[0][np.isfinite(logits[0])], want[np.isfinite(logits[0])], atol=1e-4)
