@@ -99,7 +99,3 @@ def split_by_tag(ids: Any, record: dict[str, Any], val_frac: float, source: str)
         raise CharlstmError(f"{source}: tag {empty[0]!r} has no text (its files are empty)")
     cat = np.concatenate
     return TagSplit(names, cat(train), cat(train_t), cat(val), cat(val_t))
-
-
-def tag_counts(tags: np.ndarray, count: int) -> np.ndarray:
-    return np.bincount(np.asarray(tags, dtype=np.int64), minlength=count)
