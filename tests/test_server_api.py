@@ -262,7 +262,7 @@ def test_stop_holder_releases_only_what_cannot_begin_a_stop():
     [
         ({"logprobs": 6}, "logprobs", 422),
         ({"presence_penalty": 2.5}, "presence_penalty", 422),
-        ({"best_of": 3}, "best_of", 422),
+        ({"best_of": 1, "n": 2}, "best_of", 422),  # OpenAI's rule: best_of >= n
         ({"suffix": "end"}, "suffix", 422),
         ({"logit_bias": {"999": 1}}, "logit_bias", 422),
         ({"logit_bias": {"x": 1}}, "logit_bias", 422),

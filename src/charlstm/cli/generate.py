@@ -53,6 +53,7 @@ def add_parsers(sub: Any) -> None:
         "limit (none); default: auto for the default recipe's models, none for classic ones",
     )
     add_loop_options(g)
+    add_shape_options(g)
 
     g.add_argument(
         "--check-copies", action="store_true",
@@ -100,6 +101,40 @@ def add_loop_options(g: argparse.ArgumentParser) -> None:
     g.add_argument("--min-p", type=float, metavar="P",
                    help="sample only characters at least P times as likely as the likeliest")
     g.add_argument("--typical-p", type=float, metavar="P", help="locally typical sampling with mass P")
+
+
+def add_shape_options(g: argparse.ArgumentParser) -> None:
+    """What a sample must be (a pattern, words, a start, an end, a length) and the likeliest-text searches."""
+    g.add_argument("--regex", metavar="PATTERN",
+                   help="the whole sample (an items model: each item) must match this regular expression "
+                   "(Python syntax; masked at every step, so every sample matches within --length)")
+    g.add_argument("--must-include", metavar="WORD[,WORD...]", help="every sample contains all these words")
+    g.add_argument("--starts-with", metavar="TEXT", help="every sample (item) starts with TEXT")
+    g.add_argument("--ends-with", metavar="TEXT", help="every sample (item) ends with TEXT")
+    g.add_argument("--min-length", type=int, metavar="N", help="every sample (item) has at least N characters")
+    g.add_argument("--max-length", type=int, metavar="N", help="every sample (item) has at most N characters")
+    g.add_argument("--best-of", type=int, metavar="N",
+                   help="sample N (>= --num-samples) in one batch and print the likeliest per character")
+    g.add_argument("--beam", type=int, metavar="N",
+                   help="beam search of width N instead of sampling: the likeliest text found (--num-samples "
+                   "<= N of the beam's best); the n-gram ban and the pattern apply inside the beam")
+    g.add_argument("--length-penalty", type=float, default=1.0, metavar="A",
+                   help="beam search ranks texts by log-probability / length ** A (default 1: per character)")
+
+
+def shape_settings(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "regex": args.regex,
+        "must_include": args.must_include or (),
+        "starts_with": args.starts_with,
+        "ends_with": args.ends_with,
+        "min_length": args.min_length,
+        "max_length": args.max_length,
+    }
+
+
+def search_settings(args: argparse.Namespace) -> dict[str, Any]:
+    return {"best_of": args.best_of, "beam": args.beam, "length_penalty": args.length_penalty}
 
 
 def loop_settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -155,6 +190,13 @@ def print_samples(
     for n, settings in enumerate(runs):
         if len(runs) > 1:
             out.write(f"{'' if n == 0 else chr(10)}----- temperature: {settings.temperature}\n")
+        if generate.searching(settings):  # best-of / beam: whole texts, ranked, printed once found
+            for b, found in enumerate(generate.search(model.network, settings, prime)):
+                head = f"----- sample {b + 1} " if settings.num_samples > 1 else "----- "
+                out.write(f"{head}({-found.per_char:.4f} nats/char under the model)\n{shown}{found.text}\n")
+                if check is not None:
+                    out.write(copy_lines(check(found.text)))
+            continue
         stream: Iterable[Any] = generate.stream(model.network, settings, prime)
         if settings.num_samples > 1:
             pieces = list(stream)
@@ -224,6 +266,8 @@ def _generate(model: Any, args: argparse.Namespace) -> int:
         context=args.context,
         max_repeat=args.max_repeat,
         **loop_settings(args),
+        **shape_settings(args),
+        **search_settings(args),
     )
     return 0
 
@@ -234,11 +278,16 @@ def print_items(model: Any, args: argparse.Namespace) -> None:
 
     for t in args.temperature:
         check_options(t, args.top_k, args.top_p)
+    for name in ("best_of", "beam"):
+        if getattr(args, name) is not None:
+            raise CharlstmError(f"--{name.replace('_', '-')} is for free text; an items model's items are sampled "
+                                "(shape them with --regex, --starts-with, --ends-with, --min-length, --max-length)",
+                                name)
     for n, temp in enumerate(args.temperature):
         if len(args.temperature) > 1:
             print(f"{'' if n == 0 else chr(10)}----- temperature: {temp}")
         items = model.items(args.num_samples, temp, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
-                            only_new=args.only_new)
+                            only_new=args.only_new, **shape_settings(args))
         width = max((len(i.text) for i in items if "\n" not in i.text), default=0)
         for item in items:
             if "\n" in item.text:  # items separated by blank lines: the item, then its mark

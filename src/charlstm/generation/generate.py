@@ -14,8 +14,11 @@ from typing import Any
 import numpy as np
 
 from charlstm.errors import CharlstmError
+from charlstm.generation.constraints import Constraint, constraint_for
 from charlstm.generation.network import Network
 from charlstm.generation.processors import DEFAULT_NO_REPEAT_NGRAM, LogitProcessor, build_processors
+from charlstm.generation.search import Scored, best_of
+from charlstm.generation.search import beam as beam_search
 from charlstm.generation.settings import GenerationSettings
 from charlstm.generation.state import Generation, StatefulContext, WindowContext, step
 
@@ -78,11 +81,29 @@ def processors_for(
     )
 
 
+def constraint_of(network: Network, settings: GenerationSettings, stop_mode: str = "included") -> Constraint | None:
+    """The compiled pattern of `settings` (regex, must_include, the shorthands) over this network's
+    vocabulary, or None when none is asked for (constraints.py; compiled once per distinct request).
+
+    stop_mode: what the pattern is matched against when a stop string ends a row: "included" (the text
+    with it, as `generate` returns it), "excluded" (OpenAI strips it), "required" (an item: the text before
+    the boundary, which must come)."""
+    if not settings.pattern_parts():
+        return None
+    return constraint_for(
+        network.chars[: network.vocab.size], regex=settings.regex, must_include=settings.must_include,
+        starts_with=settings.starts_with, ends_with=settings.ends_with, min_length=settings.min_length,
+        max_length=settings.max_length, stops=settings.stop, stop_mode=stop_mode,
+    )
+
+
 def start(
     network: Network,
     settings: GenerationSettings,
     prime: str | None = None,
     processors: Sequence[LogitProcessor] = (),
+    *,
+    stop_mode: str = "included",
 ) -> Generation:
     """A ready-to-step `Generation` (state.py) of `settings` on `network`; nothing is computed yet.
 
@@ -92,6 +113,7 @@ def start(
         prime: the text to start from; None: `default_prime`, drawn with its own generator seeded by
             `settings.seed`, so the draws of the text do not depend on whether a prime was given.
         processors: logit processors applied after the ones the settings ask for.
+        stop_mode: how a pattern meets the stop strings (`constraint_of`).
 
     Returns:
         The generation; `step([gen])` until `gen.finished`, or hand it to a `Batch` (the server's batcher).
@@ -119,7 +141,8 @@ def start(
         ctx: StatefulContext | WindowContext = WindowContext(network, prime_ids, rows, window)
     else:
         ctx = StatefulContext(network, prime_ids, rows)
-    return Generation(ctx, settings, chars=network.chars, processors=procs)
+    constraint = constraint_of(network, settings, stop_mode)
+    return Generation(ctx, settings, chars=network.chars, processors=procs, constraint=constraint)
 
 
 def run(gen: Generation) -> Iterator[Any]:
@@ -130,6 +153,30 @@ def run(gen: Generation) -> Iterator[Any]:
         yield gen.pieces[0] if single else gen.pieces
 
 
+def searching(settings: GenerationSettings) -> bool:
+    """Best-of (more drawn than returned) or beam search: whole texts ranked at the end (search.py)."""
+    return settings.beam is not None or (settings.best_of or 0) > settings.num_samples
+
+
+def search(
+    network: Network,
+    settings: GenerationSettings,
+    prime: str | None = None,
+    processors: Sequence[LogitProcessor] = (),
+    *,
+    stop_mode: str = "included",
+) -> list[Scored]:
+    """The texts best-of or beam search finds for these settings, best first, with their log-probabilities
+    under the model (search.py): beam search when `settings.beam` is set, else `settings.best_of` samples
+    drawn as one batch and the `num_samples` likeliest per character kept."""
+    if settings.beam is not None:
+        gen = start(network, settings.replace(num_samples=1, beam=None), prime, processors, stop_mode=stop_mode)
+        return beam_search(gen, settings.beam, settings.num_samples, settings.length_penalty)
+    k = max(settings.best_of or 1, settings.num_samples)
+    gen = start(network, settings.replace(num_samples=k, best_of=None), prime, processors, stop_mode=stop_mode)
+    return best_of(gen, settings.num_samples)
+
+
 def stream(
     network: Network,
     settings: GenerationSettings,
@@ -137,7 +184,12 @@ def stream(
     processors: Sequence[LogitProcessor] = (),
 ) -> Iterator[Any]:
     """Generated characters one step at a time: a str, or a list of str when num_samples > 1 ("" for a
-    sample that has already met its stop string). Checked at once; computed as it is iterated."""
+    sample that has already met its stop string). Checked at once; computed as it is iterated.
+    Best-of and beam search are not streamed (they rank whole texts): a CharlstmError naming the field."""
+    if searching(settings):
+        field = "beam" if settings.beam is not None else "best_of"
+        raise CharlstmError(f"{field.replace('_', '-')} ranks whole texts, so it is not streamed: use generate",
+                            field)
     return run(start(network, settings, prime, processors))
 
 
@@ -147,7 +199,12 @@ def generate(
     prime: str | None = None,
     processors: Sequence[LogitProcessor] = (),
 ) -> str | list[str]:
-    """Generated text (without the prime): a str, or a list of str when num_samples > 1."""
+    """Generated text (without the prime): a str, or a list of str when num_samples > 1; with best_of or
+    beam, the likeliest texts found, likeliest first (search.py)."""
+    if searching(settings):
+        found = search(network, settings, prime, processors)
+        texts = [f.text for f in found]
+        return texts[0] if settings.num_samples == 1 else texts
     pieces = list(stream(network, settings, prime, processors))
     if settings.num_samples == 1:
         return "".join(pieces)

@@ -65,12 +65,14 @@ def generate_items(
     only_new: bool = False,
     max_len: int | None = None,
     max_rounds: int = 50,
-    tag: str | None = None,
+    **shape: Any,
 ) -> list[Item]:
     """`n` whole items (fewer only if `only_new` finds no more new ones in `max_rounds` batches).
 
     An item that reaches `max_len` characters (default: twice the longest training item, + 20) without
-    ending is dropped, never cut: every item returned ended at the boundary symbol."""
+    ending is dropped, never cut: every item returned ended at the boundary symbol.
+    shape: regex, starts_with, ends_with, min_length, max_length, must_include -- what each item must be
+    (constraints.py): the pattern applies to the item, and the boundary comes only where it holds."""
     record = network.meta.get("items")
     if not record:
         raise CharlstmError(f"{network.name} is not an items model (train one with --items)")
@@ -79,14 +81,18 @@ def generate_items(
     boundary = record["boundary"]
     marks = ItemMarks(record)
     limit = max_len or 2 * int(record.get("max_len", 100)) + 20
+    if shape.get("max_length") is not None and not max_len:
+        limit = max(limit, int(shape["max_length"]) + 1)
     rng = np.random.default_rng(seed)
     out: list[Item] = []
     for _ in range(max_rounds):
         want = n - len(out)
         rows = want if not only_new else min(max(2 * want, 16), 1024)
         settings = GenerationSettings(length=limit, temperature=temperature, top_k=top_k, top_p=top_p,
-                                      seed=int(rng.integers(2**63)), num_samples=rows, stop=boundary, tag=tag)
-        texts = generate.generate(network, settings, boundary)
+                                      seed=int(rng.integers(2**63)), num_samples=rows, stop=boundary, **shape)
+        gen = generate.start(network, settings, boundary, stop_mode="required")  # the pattern is the item's
+        pieces = list(generate.run(gen))
+        texts = ["".join(p[b] if rows > 1 else p for p in pieces) for b in range(rows)]
         for text in [texts] if isinstance(texts, str) else texts:
             if not text.endswith(boundary) or len(text) < 2:
                 continue  # too long, or empty: not an item

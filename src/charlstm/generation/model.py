@@ -194,22 +194,27 @@ class CharModel:
         frequency_penalty: float = 0.0,
         logit_bias: Mapping[int, float] | None = None,
         logprobs: int | None = None,
-        tag: str | None = None,
+        stop_mode: str = "included",
+        **shape: Any,
     ) -> Generation:
         """A checked, ready-to-step `Generation` (state.py) for these settings; nothing is computed yet.
 
         The settings are those of `GenerationSettings` (settings.py), which checks them; `processors` are
         applied after the ones the settings ask for. `generate.start(model.network, settings, prime)` is
-        the same with a settings object.
+        the same with a settings object. shape: the pattern settings (regex, must_include, starts_with,
+        ends_with, min_length, max_length) and best_of / beam / length_penalty; stop_mode: how a pattern
+        meets the stop strings (generate.constraint_of).
         """
         settings = GenerationSettings(
             length=length, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, typical_p=typical_p,
             seed=seed, num_samples=num_samples, stop=stop, unknown=unknown, context=context, max_repeat=max_repeat,
             no_repeat_ngram=no_repeat_ngram, repetition_penalty=repetition_penalty,
             presence_penalty=presence_penalty, frequency_penalty=frequency_penalty, logit_bias=logit_bias,
-            logprobs=logprobs, tag=tag,
+            logprobs=logprobs, **shape,
         )
-        return generate.start(self.network, settings, prime, processors)
+        if generate.searching(settings):  # ranked whole texts: generate() runs them (search.py)
+            generate.stream(self.network, settings)  # raises, naming the field
+        return generate.start(self.network, settings, prime, processors, stop_mode=stop_mode)
 
     def stream(
         self,
@@ -253,11 +258,24 @@ class CharModel:
         self, prime: str | None = None, length: int = 400, temperature: float = 1.0, **kwargs: Any
     ) -> Any:
         """Generated text (without the prime): a str, or a list of str when num_samples > 1 (`stream`'s
-        arguments)."""
+        arguments); with best_of (> num_samples) or beam, the likeliest texts found (search.py)."""
+        if kwargs.get("beam") is not None or (kwargs.get("best_of") or 0) > kwargs.get("num_samples", 1):
+            found = self.search(prime, length, temperature, **kwargs)
+            return found[0].text if kwargs.get("num_samples", 1) == 1 else [f.text for f in found]
         pieces = list(self.stream(prime, length, temperature, **kwargs))
         if kwargs.get("num_samples", 1) == 1:
             return "".join(pieces)
         return ["".join(p[b] for p in pieces) for b in range(kwargs["num_samples"])]
+
+    def search(
+        self, prime: str | None = None, length: int = 400, temperature: float = 1.0, **kwargs: Any
+    ) -> list[Any]:
+        """Best-of or beam search (`generate`'s arguments with best_of or beam): the found texts with their
+        log-probabilities under the model (`search.Scored`: text, logprob, chars, per_char), best first."""
+        processors = kwargs.pop("processors", ())
+        stop_mode = kwargs.pop("stop_mode", "included")
+        settings = GenerationSettings(length=length, temperature=temperature, **kwargs)
+        return generate.search(self.network, settings, prime, processors, stop_mode=stop_mode)
 
     # -- distributions and scores (scoring.py) ---------------------------------------------------------
     def next_chars(self, prefix: str, k: int = 5, **settings: Any) -> list[tuple[str, float]]:

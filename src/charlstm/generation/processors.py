@@ -82,6 +82,43 @@ class RowHistory:
         self._length += 1
 
 
+    def select(self, rows: np.ndarray) -> RowHistory:
+        """The history of rows `rows` (row k a copy of row `rows[k]`; repeats allowed): what beam search keeps
+        of its hypotheses at each step. What the processors accumulated comes along where its form is known
+        here (the n-gram ban's index, the penalties' counts), copied on write so that two copies of one row
+        never share what either changes; anything else is dropped and rebuilt from the ids (never wrong)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        out = RowHistory.__new__(RowHistory)
+        out.__dict__.update(self.__dict__)
+        out.last, out.run = self.last[rows], self.run[rows]
+        out._ids = self._ids[rows] if self._ids is not None else None
+        out.memo = {}
+        before = len(self.last)
+        for key, value in self.memo.items():
+            if isinstance(key, NoRepeatNGram) and isinstance(value, dict) and "seen" in value:
+                memo: dict[str, Any] = {}
+                for name, part in value.items():
+                    if name == "seen":  # per row, the n-grams seen: copied for a second copy of a row
+                        seen, used = [], set()
+                        for r in rows.tolist():
+                            index = part[r]
+                            if r in used:  # its own index, sets included
+                                index = {k: set(v) if isinstance(v, set) else v for k, v in index.items()}
+                            used.add(r)
+                            seen.append(index)
+                        memo[name] = seen
+                    elif isinstance(part, list) and len(part) == before:  # per row, immutable entries
+                        memo[name] = [part[r] for r in rows.tolist()]
+                    else:  # shared by all rows (how far the history is indexed)
+                        memo[name] = part
+                out.memo[key] = memo
+            elif isinstance(value, _Counts):
+                counts = _Counts.__new__(_Counts)
+                counts.counts, counts.done = value.counts[rows], value.done
+                out.memo[key] = counts
+        return out
+
+
 class LogitProcessor(Protocol):
     """A per-step constraint on the next character: takes this generation's logits (rows, V) and its
     `RowHistory`, returns logits of the same shape (e.g. -inf where a character is forbidden for a row).

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from charlstm.errors import CharlstmError
+from charlstm.generation.constraints import check_patterns, item_patterns
 from charlstm.generation.processors import NoRepeatNGram, PresenceFrequencyPenalty, RepetitionPenalty
 from charlstm.generation.sampling import Sampling, check_options
 
@@ -46,6 +47,16 @@ class GenerationSettings:
         logit_bias: {character id: bias} added to the logits (ids as `Network.chars` numbers them).
         logprobs: record each step's logits so log-probabilities of the chosen and the N likeliest characters
             can be reported (None: not recorded).
+        regex: a regular expression (Python syntax) the whole generated text must match (constraints.py);
+            None: none.
+        must_include: words that must all occur in the text (a str is a comma-separated list).
+        starts_with, ends_with, min_length, max_length: shorthands for patterns (for an items model: of
+            each item), all holding together with `regex`.
+        best_of: sample this many (>= num_samples) and return the num_samples likeliest per character
+            (OpenAI's best_of; search.py); None: off.
+        beam: beam search of this width instead of sampling (num_samples <= beam of its best are returned);
+            None: off.
+        length_penalty: beam search ranks finished texts by log-probability / length ** length_penalty.
         tag: a tagged model's tag to generate in (None: its first tag; an untagged model takes none).
 
     Raises:
@@ -80,6 +91,15 @@ class GenerationSettings:
     frequency_penalty: float = 0.0
     logit_bias: Mapping[int, float] | None = None
     logprobs: int | None = None
+    regex: str | None = None
+    must_include: str | Sequence[str] = ()
+    starts_with: str | None = None
+    ends_with: str | None = None
+    min_length: int | None = None
+    max_length: int | None = None
+    best_of: int | None = None
+    beam: int | None = None
+    length_penalty: float = 1.0
     tag: str | None = None
 
     def __post_init__(self) -> None:
@@ -104,6 +124,16 @@ class GenerationSettings:
             raise CharlstmError(f"tag must be a string, got {self.tag!r}", "tag")
         stop = self.stop
         object.__setattr__(self, "stop", (stop,) if isinstance(stop, str) else tuple(stop or ()))
+        words = self.must_include
+        words = [w.strip() for w in words.split(",") if w.strip()] if isinstance(words, str) else list(words or ())
+        object.__setattr__(self, "must_include", tuple(words))
+        check_patterns(self.pattern_parts())  # syntax only: the vocabulary is checked when a generation starts
+        _check_search(self)
+
+    def pattern_parts(self) -> list[tuple[str, str]]:
+        """The (field, pattern) parts the text must match: regex, the shorthands and the words."""
+        return item_patterns(regex=self.regex, starts_with=self.starts_with, ends_with=self.ends_with,
+                             min_length=self.min_length, max_length=self.max_length, must_include=self.must_include)
 
     @property
     def sampling(self) -> Sampling:
@@ -118,6 +148,28 @@ class GenerationSettings:
     def fields(cls) -> tuple[str, ...]:
         """The settings' names, in order."""
         return tuple(f.name for f in dataclasses.fields(cls))
+
+
+def _check_search(s: GenerationSettings) -> None:
+    """best_of (OpenAI's rule: >= n), beam and length_penalty."""
+    for name in ("best_of", "beam"):
+        value = getattr(s, name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise CharlstmError(f"{name.replace('_', '-')} must be an integer >= 1, got {value!r}", name)
+    if s.best_of is not None and s.best_of < s.num_samples:
+        raise CharlstmError(
+            f"best-of ({s.best_of}) must be at least the number of samples returned ({s.num_samples})", "best_of"
+        )
+    if s.beam is not None and s.best_of not in (None, 1):
+        raise CharlstmError("beam and best-of do not go together: choose one", "beam")
+    if s.beam is not None and s.num_samples > s.beam:
+        raise CharlstmError(
+            f"num-samples ({s.num_samples}) must be at most the beam width ({s.beam}): the beam's best are "
+            "returned", "num_samples"
+        )
+    lp = s.length_penalty
+    if isinstance(lp, bool) or not isinstance(lp, (int, float)) or lp != lp or abs(lp) == float("inf"):
+        raise CharlstmError(f"length-penalty must be a finite number, got {lp!r}", "length_penalty")
 
 
 def _check_max_repeat(value: int | str | None) -> None:

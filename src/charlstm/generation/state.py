@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from charlstm.generation.constraints import Constraint
 from charlstm.generation.network import Network, State
 from charlstm.generation.processors import LogitProcessor, RowHistory
 from charlstm.generation.sampling import Sampling, log_softmax, top_entries
@@ -93,6 +94,9 @@ class Generation:
         settings: the request's settings (length, sampling, seed, stops, logprobs are read here).
         chars: id -> character as generated (`Network.chars`).
         processors: the logit processors, in the order they apply (generate.processors_for).
+        constraint: a pattern every row's text must match (constraints.py): a mask applied after the
+            processors, with each row's automaton state kept here; a row also ends where its text is a
+            whole match that cannot go on.
     """
 
     def __init__(
@@ -102,6 +106,7 @@ class Generation:
         *,
         chars: Sequence[str],
         processors: Sequence[LogitProcessor | Callable[[np.ndarray, RowHistory], np.ndarray]] = (),
+        constraint: Constraint | None = None,
     ) -> None:
         self.context = context
         self.settings = settings
@@ -130,18 +135,29 @@ class Generation:
         # a short or wide request does not draw 4096 x rows numbers (655 MB for 20k samples)
         self._chunk = max(1, min(4096, length, (1 << 20) // self.rows))
         self._uniforms = np.empty((0, self.rows))
+        self.constraint = constraint.begin(self.rows, length) if constraint is not None else None
+        if self.constraint is not None and self.constraint.complete.all():  # the pattern matches "" only
+            self.done = [True] * self.rows
+
+    @property
+    def constrained(self) -> bool:
+        """Has processors or a constraint: sampled on its own, not stacked with others' logits."""
+        return bool(self.processors) or self.constraint is not None
 
     @property
     def finished(self) -> bool:
         return self.steps >= self.length or all(self.done)
 
     def processed_logits(self) -> np.ndarray:
-        """This step's logits (rows, V) after the processors: what the sampling settings draw from."""
+        """This step's logits (rows, V) after the processors and the constraint's mask: what the sampling
+        settings draw from."""
         logits = self.logits
         assert logits is not None
         if self.processors:
             for processor in self.processors:
                 logits = processor(logits, self.history)
+        if self.constraint is not None:
+            logits = self.constraint.mask(logits, fallback=self.logits)
         return logits
 
     def _uniforms_now(self) -> np.ndarray:
@@ -157,6 +173,9 @@ class Generation:
         if self.history is not None:
             self.history.update(ids)
         chars = self.chars
+        if self.constraint is not None:
+            self._record_constrained(ids)
+            return
         if not self.stops:
             self.pieces = [chars[i] for i in ids.tolist()]
             return
@@ -173,6 +192,33 @@ class Generation:
                 if tail.endswith(s):
                     self.done[b], self.stopped_by[b] = True, s
                     break
+        self.pieces = pieces
+
+    def _record_constrained(self, ids: np.ndarray) -> None:
+        """As `_record`, for a constrained generation: a row also ends where its text is a whole match that
+        cannot go on (the automaton's dead end, e.g. "no" of "yes|no"), and ended rows keep their state."""
+        cs = self.constraint
+        assert cs is not None
+        cs.advance(ids, keep=cs.frozen)  # rows that ended (frozen) keep their state
+        pieces = []
+        for b, i in enumerate(ids.tolist()):
+            if self.done[b]:
+                pieces.append("")
+                continue
+            ch = self.chars[i]
+            pieces.append(ch)
+            if self.stops:
+                tail = (self._tails[b] + ch)[-self._tail_len :]
+                self._tails[b] = tail
+                for s in self.stops:
+                    if tail.endswith(s):
+                        self.done[b], self.stopped_by[b] = True, s
+                        break
+        complete = cs.complete
+        if complete.any() or self.stops:
+            for b in np.flatnonzero(complete).tolist():
+                self.done[b] = True
+            cs.frozen = np.array(self.done)
         self.pieces = pieces
 
 
@@ -217,7 +263,7 @@ class Batch:
             return
         groups: dict[Sampling, list[Generation]] = {}
         for gen in generations:
-            if gen.processors:
+            if gen.constrained:
                 gen._record(gen.sampling.sample(gen.processed_logits(), gen._uniforms_now()))
             else:
                 groups.setdefault(gen.sampling, []).append(gen)

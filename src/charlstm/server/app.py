@@ -24,12 +24,21 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.sse import EventSourceResponse, format_sse_event
 
+from charlstm.generation.generate import searching
 from charlstm.server.batcher import stats
 from charlstm.server.catalog import Entry
 from charlstm.server.limits import Limits
 from charlstm.server.openai_api import openai_router
 from charlstm.server.schemas import GenerateResponse, Health, ModelInfo, RunResponse, make_schemas
-from charlstm.server.service import ApiError, Service, Started, dumps, request_errors, stops_for
+from charlstm.server.service import (
+    ApiError,
+    Service,
+    Started,
+    dumps,
+    request_errors,
+    stop_mode_for,
+    stops_for,
+)
 from charlstm.server.writing import writing_router
 
 STATIC = {"app.js": "text/javascript", "write.js": "text/javascript", "style.css": "text/css"}
@@ -175,13 +184,16 @@ def create_app(entries: Sequence[Entry], limits: Limits | None = None, token: st
         disposition = f"attachment; filename*=UTF-8''{quote(name + '-web.zip')}"
         return Response(data, media_type="application/zip", headers={"Content-Disposition": disposition})
 
-    async def start(req: GenerateRequest) -> AsyncIterator[Started]:  # type: ignore[valid-type]
+    async def start(request: Request, req: GenerateRequest) -> AsyncIterator[Started]:  # type: ignore[valid-type]
         """Check the request and start its generation; when the response ends (or the client leaves), stop it."""
         entry = service.with_tag(service.entry(req.model), req.tag)
         with request_errors():
             settings = req.settings(length=req.length, seed=req.seed, num_samples=req.num_samples,
                                     stop=stops_for(entry, req.stop))
-        started = service.generate(entry, settings, req.prime)
+        if searching(settings) and request.url.path.endswith("/stream"):
+            field = "beam" if settings.beam is not None else "best_of"
+            raise ApiError(422, f"{field} ranks whole texts, so it is not streamed: use POST /api/generate", field)
+        started = service.generate(entry, settings, req.prime, stop_mode=stop_mode_for(entry))
         try:
             yield started
         finally:
@@ -189,15 +201,19 @@ def create_app(entries: Sequence[Entry], limits: Limits | None = None, token: st
 
     Start = Annotated[Started, Depends(start)]
 
-    def totals(s: Started, texts: list[str] | None = None, copies: list[Any] | None = None) -> dict[str, Any]:
+    def totals(
+        s: Started, texts: list[str] | None = None, copies: list[Any] | None = None,
+        rows: list[int] | None = None,
+    ) -> dict[str, Any]:
         job = s.job
         out: dict[str, Any] = {"model": s.entry.name, "prime": s.prime}
         if texts is not None:
             out |= {"text": texts[0], "texts": texts}
+        reasons = job.finish_reasons or []
         out |= {
             "chars": job.chars,
             "seconds": round(time.monotonic() - job.created, 4),
-            "finish_reasons": job.finish_reasons or [],
+            "finish_reasons": [reasons[b] for b in rows] if rows is not None and reasons else reasons,
         }
         if copies is not None:
             out["copies"] = copies
@@ -221,7 +237,9 @@ def create_app(entries: Sequence[Entry], limits: Limits | None = None, token: st
             texts = [a + b for a, b in zip(texts, chunk, strict=True)]
         if started.job.error:
             raise ApiError(500, f"generation failed: {started.job.error}", kind="server_error")
-        return totals(started, texts, await copy_check(started, texts))
+        rows = started.best(texts)  # best-of: the likeliest; otherwise every row
+        texts = [texts[b] for b in rows]
+        return totals(started, texts, await copy_check(started, texts), rows)
 
     @api.post(
         "/stream",

@@ -16,10 +16,19 @@ from fastapi import APIRouter, Depends
 from fastapi.sse import EventSourceResponse, format_sse_event
 from starlette.concurrency import run_in_threadpool
 
-from charlstm.server.service import ApiError, Service, Started, dumps, request_errors, stops_for
+from charlstm.generation.constraints import choice_pattern
+from charlstm.server.service import (
+    ApiError,
+    Service,
+    Started,
+    dumps,
+    request_errors,
+    stop_mode_for,
+    stops_for,
+)
 
 # GenerationSettings' names for the request's fields named otherwise
-FIELDS = {"prime": "prompt", "length": "max_tokens", "num_samples": "n"}
+FIELDS = {"prime": "prompt", "length": "max_tokens", "num_samples": "n", "regex": "guided_regex"}
 
 
 class StopHolder:
@@ -156,18 +165,27 @@ def openai_router(service: Service, request_model: type, check_token: Callable[.
     )
     async def completions(req: request_model) -> Any:  # type: ignore[valid-type]
         entry = service.entry(req.model, status=404)
-        if req.best_of not in (None, 1, req.n):
-            raise ApiError(422, "best_of is not supported by charlstm (only 1 or equal to n)", "best_of")
         if req.suffix:
             raise ApiError(422, "suffix is not supported by charlstm", "suffix")
+        if req.stream and (req.best_of or 0) > req.n:
+            raise ApiError(422, "best_of ranks whole completions, so it cannot be streamed (as OpenAI)", "best_of")
+        fields = FIELDS
+        guided: dict[str, Any] = {}
+        if req.guided_choice is not None:  # vLLM's: exactly one of the strings
+            if req.guided_regex is not None:
+                raise ApiError(422, "guided_regex and guided_choice do not go together: send one", "guided_choice")
+            fields = {**FIELDS, "regex": "guided_choice"}
+            with request_errors(fields):
+                guided["regex"] = choice_pattern(req.guided_choice)
         bias = _logit_bias(req.logit_bias, entry.model)
-        with request_errors(FIELDS):
-            settings = req.settings(logit_bias=bias, stop=stops_for(entry, req.stop))
+        with request_errors(fields):
+            settings = req.settings(logit_bias=bias, stop=stops_for(entry, req.stop), **guided)
         prompts: list[str | None] = req.prompt if isinstance(req.prompt, list) else [req.prompt]
         started: list[Started] = []
         try:
             for prompt in prompts:
-                started.append(service.generate(entry, settings, prompt, FIELDS))
+                started.append(service.generate(entry, settings, prompt, fields,
+                                                stop_mode=stop_mode_for(entry, "excluded")))
         except ApiError:
             for s in started:
                 s.job.cancel()
@@ -199,14 +217,15 @@ def openai_router(service: Service, request_model: type, check_token: Callable[.
                     texts = [a + b for a, b in zip(texts, chunk, strict=True)]
                 if s.job.error:
                     raise ApiError(500, f"generation failed: {s.job.error}", kind="server_error")
-                for b, text in enumerate(texts):
+                for k, b in enumerate(s.best(texts)):  # best_of: the n likeliest of its rows
+                    text = texts[b]
                     holder = StopHolder(_stops(req.stop))
                     holder.held = text
                     text = holder.finish(s.job.gen.stopped_by[b])
                     completion_chars += len(text)
                     lp = logs[p]
                     choices.append({
-                        "index": p * req.n + b,
+                        "index": p * req.n + k,
                         "text": echoes[p] + text,
                         "logprobs": None if lp is None else lp.build(text, s.job.logprobs(b, 0, len(text)), 0, req.echo),
                         "finish_reason": _finish_reason(s.job.finish_reasons[b]),

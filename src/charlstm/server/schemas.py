@@ -31,6 +31,19 @@ MIN_P_DOC = "sample only characters at least min_p times as likely as the likeli
 TYPICAL_DOC = "locally typical sampling: keep the characters whose surprise is nearest the entropy, this mass"
 
 UNKNOWN_DOC = "prime characters outside the vocabulary: error (422), skip them, or replace them"
+REGEX_DOC = (
+    "a regular expression (Python syntax) the whole sample must match (an items model: each item); masked at "
+    "every step, so every sample matches within the length. Not supported: back-references, \\b, lookbehinds"
+)
+MUST_INCLUDE_DOC = "words every sample must contain (a list, or one comma-separated string)"
+BEST_OF_DOC = (
+    "sample this many (>= the number returned) in one batch and return the likeliest per character under the "
+    "model (OpenAI's best_of rule); not streamed"
+)
+BEAM_DOC = "beam search of this width instead of sampling: the likeliest texts found (num_samples <= beam); not streamed"
+Words = Annotated[list[Annotated[str, Field(min_length=1, max_length=100)]], Field(max_length=16)]
+Pattern = Annotated[str, Field(max_length=1000)]
+MustInclude = Words | Annotated[str, Field(max_length=1000)] | None
 
 
 class LoopControl(BaseModel):
@@ -88,6 +101,18 @@ def make_schemas(limits: Limits) -> SimpleNamespace:
         stop: Stops = Field(
             None, description="a string (or a list of them): a sample ends once it has generated one"
         )
+        regex: Pattern | None = Field(None, description=REGEX_DOC)
+        must_include: MustInclude = Field(None, description=MUST_INCLUDE_DOC)
+        best_of: int | None = Field(None, ge=1, le=limits.max_samples, description=BEST_OF_DOC)
+        beam: int | None = Field(None, ge=1, le=16, description=BEAM_DOC)
+        length_penalty: float = Field(
+            1.0, ge=-10, le=10, allow_inf_nan=False,
+            description="beam search ranks texts by log-probability / length ** length_penalty (1: per character)",
+        )
+
+        def settings(self, **fields: Any) -> GenerationSettings:  # type: ignore[override]
+            return super().settings(regex=self.regex, must_include=self.must_include or (), best_of=self.best_of,
+                                    beam=self.beam, length_penalty=self.length_penalty, **fields)
 
     class NextRequest(Sampling):
         """`POST /api/next`: the likeliest next characters after a prefix, as generation would draw them."""
@@ -148,8 +173,15 @@ def make_schemas(limits: Limits) -> SimpleNamespace:
             None, description="added to the logits of token ids (one token = one character): the ids that "
             "GET /api/models/{name}/vocabulary lists; -100 bans a character, 100 all but forces it",
         )
+        best_of: int | None = Field(None, ge=1, le=limits.max_samples, description=(
+            "OpenAI's: sample best_of (>= n) and return the n with the highest log-probability per character; "
+            "not with stream"))
+        guided_regex: Pattern | None = Field(None, description="vLLM's: " + REGEX_DOC)
+        guided_choice: Annotated[list[Annotated[str, Field(min_length=1, max_length=1000)]],
+                                 Field(min_length=1, max_length=100)] | None = Field(
+            None, description="vLLM's: the completion is exactly one of these strings")
+        must_include: MustInclude = Field(None, description=MUST_INCLUDE_DOC)
         # accepted for compatibility at their neutral values only (anything else is a 422 naming the field)
-        best_of: int | None = Field(None, description="only null, 1 or equal to n (charlstm does not rank samples)")
         suffix: str | None = Field(None, description="not supported: only null or empty")
         user: str | None = None
 
@@ -163,7 +195,8 @@ def make_schemas(limits: Limits) -> SimpleNamespace:
                 "top_p": None if self.top_p in (None, 1.0) else self.top_p,
                 "seed": self.seed, "num_samples": self.n, "logprobs": self.logprobs,
                 "presence_penalty": self.presence_penalty or 0.0,
-                "frequency_penalty": self.frequency_penalty or 0.0, **fields,
+                "frequency_penalty": self.frequency_penalty or 0.0, "best_of": self.best_of,
+                "regex": self.guided_regex, "must_include": self.must_include or (), **fields,
             })
 
     return SimpleNamespace(

@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Iterator, Mapping, Sequence
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -60,8 +62,65 @@ class Started:
     """A generation that has been checked and handed to its batcher."""
 
     entry: Entry
-    job: Job
+    job: Job | SearchJob
     prime: str  # as the model read it (after its preprocessing)
+    keep: int | None = None  # best-of: the job draws more rows than this; the likeliest `keep` are returned
+
+    def best(self, texts: list[str]) -> list[int]:
+        """The rows to return, in order: all of them, or (best-of) the `keep` likeliest per character by the
+        model's own log-probabilities, as `generation.search.best_of` ranks them (ties: the earlier row)."""
+        if self.keep is None:
+            return list(range(len(texts)))
+        job = self.job
+        assert isinstance(job, Job)
+        per = [
+            (sum(e[0] for e in job.logprobs(b, 0, len(t))) / len(t)) if t else float("-inf")
+            for b, t in enumerate(texts)
+        ]
+        order = sorted(range(len(texts)), key=lambda b: (-per[b], b))
+        return order[: self.keep]
+
+
+class SearchJob:
+    """A beam search: run whole in a worker thread (its rows are its hypotheses, stepped together but not
+    with other requests'), its texts handed out at the end as one chunk. It answers what the endpoints ask of
+    a `Job` (rows, chunks, finish reasons, stops, chars)."""
+
+    def __init__(self, run: Any, rows: int, stops: Sequence[str], on_end: Any) -> None:
+        self.run, self.stops, self.on_end = run, [s for s in stops if s], on_end
+        self.gen = SimpleNamespace(rows=rows, stopped_by=[None] * rows)
+        self.created = time.monotonic()
+        self.chars = 0
+        self.finish_reasons: list[str] | None = None
+        self.error: str | None = None
+        self.cancelled = False
+        self.logprob_top = None
+
+    def cancel(self) -> None:
+        self.cancelled = True  # a search is short (width <= 16, length <= the server's limit): it runs out
+
+    @property
+    def finished(self) -> bool:
+        return self.finish_reasons is not None
+
+    def logprobs(self, row: int, start: int, stop: int) -> list[Any]:
+        return []
+
+    async def chunks(self) -> AsyncIterator[list[str]]:
+        try:
+            found = await asyncio.to_thread(self.run)
+        except Exception as exc:  # a bug, not bad input (checked before it started)
+            self.error = f"{type(exc).__name__}: {exc}"
+            self.finish_reasons = ["error"] * self.gen.rows
+            return
+        finally:
+            self.on_end()
+        texts = [f.text for f in found]
+        texts += [""] * (self.gen.rows - len(texts))
+        self.gen.stopped_by = [next((s for s in self.stops if t.endswith(s)), None) for t in texts]
+        self.finish_reasons = ["stop" if s is not None else "length" for s in self.gen.stopped_by]
+        self.chars = sum(len(t) for t in texts)
+        yield texts
 
 
 class Service:
@@ -72,6 +131,7 @@ class Service:
         self.tagged: dict[str, Entry] = {}  # MODEL:TAG entries, made on first use (`with_tag`)
         self.limits = limits
         self.batchers: dict[str, Batcher] = {}
+        self.searches = 0  # beam searches running (each in a worker thread)
         self._blas: Any = None  # threadpoolctl's limit while the service runs (see `start`)
 
     def start(self) -> None:
@@ -103,7 +163,7 @@ class Service:
             self._blas = None
 
     def active(self) -> int:
-        return sum(b.active for b in self.batchers.values())
+        return sum(b.active for b in self.batchers.values()) + self.searches
 
     def entry(self, name: str | None, status: int = 422) -> Entry:
         if name is None:
@@ -148,6 +208,7 @@ class Service:
         settings: GenerationSettings,
         prime: str | None,
         fields: Mapping[str, str] | None = None,
+        stop_mode: str = "included",
     ) -> Started:
         """Check the request against the model and the limits, then start it (raises ApiError).
 
@@ -157,12 +218,25 @@ class Service:
             prime: the prime, or None for the model's default.
             fields: the request's names for settings named otherwise (`{"prime": "prompt", "length":
                 "max_tokens"}`): a `CharlstmError` about one is a 422 at that name.
+            stop_mode: how a pattern meets the stop strings (`generate.constraint_of`): "included" (the
+                text sent back keeps its stop), "excluded" (OpenAI's, which strips it), "required" (items).
+
+        Best-of (more drawn than returned) runs as one job of `best_of` rows, batched with the others, and
+        `Started.best` picks the rows to return; beam search runs in a worker thread (`SearchJob`).
         """
         model = entry.model
         if prime is None:
             prime = model.default_prime(np.random.default_rng(settings.seed))
+        keep = None
+        run = settings
+        if settings.beam is None and (settings.best_of or 0) > settings.num_samples:
+            keep = settings.num_samples  # rank by the chosen characters' log-probabilities: record them
+            run = settings.replace(num_samples=settings.best_of, best_of=None,
+                                   logprobs=settings.logprobs if settings.logprobs is not None else 0)
+        elif settings.beam is not None:
+            run = settings.replace(num_samples=1, beam=None)  # checked here, searched in a thread
         try:
-            gen = generate.start(model.network, settings, prime)
+            gen = generate.start(model.network, run, prime, stop_mode=stop_mode)
             shown = model.prepare(prime)
         except CharlstmError as exc:
             raise api_error(exc, {"prime": "prime", **(fields or {})}) from None
@@ -176,9 +250,19 @@ class Service:
                 kind="rate_limit_error",
                 headers={"Retry-After": "1"},
             )
+        if settings.beam is not None:
+            self.searches += 1
+
+            def search() -> Any:
+                return generate.search(model.network, settings, prime, stop_mode=stop_mode)
+
+            def done() -> None:
+                self.searches -= 1
+
+            return Started(entry, SearchJob(search, settings.num_samples, settings.stop, done), shown)
         job = Job(gen, asyncio.get_running_loop(), self.limits.time_limit)
         self.batcher(entry.name).submit(job)
-        return Started(entry, job, shown)
+        return Started(entry, job, shown, keep)
 
 
 def api_error(exc: CharlstmError, fields: Mapping[str, str]) -> ApiError:
@@ -199,6 +283,11 @@ def request_errors(fields: Mapping[str, str] | None = None) -> Iterator[None]:
         yield
     except CharlstmError as exc:
         raise api_error(exc, {"prime": "prime", **(fields or {})}) from None
+
+
+def stop_mode_for(entry: Entry, default: str = "included") -> str:
+    """An items model's pattern applies to each item, which must end at its boundary ("required")."""
+    return "required" if entry.model.is_items else default
 
 
 def stops_for(entry: Entry, stop: str | list[str] | None) -> str | list[str] | None:

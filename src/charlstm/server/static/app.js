@@ -147,7 +147,24 @@ function settings() {
   body.no_repeat_ngram = Number($("no_repeat_ngram").value); // 0 = off
   const penalty = Number($("repetition_penalty").value);
   if (penalty > 1) body.repetition_penalty = penalty;
+  if ($("regex").value) body.regex = $("regex").value;
+  const words = $("must_include").value.split(",").map((w) => w.trim()).filter(Boolean);
+  if (words.length) body.must_include = words;
+  const bestOf = Number($("best_of").value);
+  if (bestOf > 1) body.best_of = bestOf;
+  const beam = Number($("beam").value);
+  if (beam > 0) body.beam = beam;
   return body;
+}
+
+// best-of and beam search return the whole text at the end (they rank finished texts): POST /api/generate,
+// shown as the stream's events would show it
+async function generateWhole(body, signal, onEvent) {
+  const res = await request("/api/generate", { method: "POST", body: JSON.stringify(body), signal });
+  const data = await res.json();
+  onEvent("start", { prime: data.prime });
+  onEvent("text", { texts: [data.texts[0]] });
+  onEvent("done", data);
 }
 
 // -- the generate view ------------------------------------------------------------------------------------
@@ -167,7 +184,9 @@ async function generate(event) {
   const started = performance.now();
   let chars = 0;
   try {
-    await stream(settings(), controller.signal, (name, data) => {
+    const body = settings();
+    const run = body.best_of || body.beam ? generateWhole : stream;
+    await run(body, controller.signal, (name, data) => {
       if (name === "start") primeSpan.textContent = data.prime;
       else if (name === "text") {
         genSpan.append(data.texts[0]);
