@@ -1,7 +1,7 @@
 """Input share of step time: how much of a training step the tf.data feed from a prepared corpus costs.
 
 A text of --mb MB (the shared corpora repeated, in a temporary folder) is prepared, memory-mapped, and fed
-to the default model (2 x LSTM(128), batch 64, 64-character sequences) by `batches.to_tf_dataset`, exactly
+to the default model (2 x LSTM(128), batch 64, 64-character sequences) by `feeds.to_tf_dataset`, exactly
 as `charlstm train DIR` feeds it. Three timings, in one process, alternating rounds:
 
   input alone   iterate the feed without a model (the cost of producing a batch);
@@ -58,7 +58,8 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
     import keras
     import tensorflow as tf
 
-    from charlstm.data.batches import make_sequence_batches, to_tf_dataset
+    from charlstm.data.batches import make_sequence_batches
+    from charlstm.training.feeds import to_tf_dataset
     from charlstm.training.model import build_model, model_spec
     from charlstm.training.model import compile_model as _compile
     from charlstm.training.recipes import make_config

@@ -35,7 +35,7 @@ def main() -> None:
     config = TrainConfig.from_json(model.meta["config"])
     corpus = load_corpus(args.text)
     ids = model.vocab.encode(_prepare_text(corpus, config), unknown="replace" if model.vocab.has_unknown else "skip")
-    _, val = split_ids(ids, config.val_frac or 0.1)
+    _, val = split_ids(ids, config.text.val_frac or 0.1)
     val = val[: args.chars + 1].astype(np.int64)
     logits, _ = model.forward(val[None, :-1])
     z = logits[0].astype(np.float64)

@@ -205,9 +205,9 @@ def test_training_samples_say_their_longest_copied_span_and_metrics_get_a_copied
 
 
 @pytest.mark.slow
-def test_the_recorder_reports_what_the_copy_check_finds(tiny_run, tmp_path):
+def test_the_epoch_samples_report_what_the_copy_check_finds(tiny_run, tmp_path):
     from charlstm.generation.copies import CopyReport
-    from charlstm.training.callbacks import RunRecorder, StopOnSignal
+    from charlstm.training.samples import EpochSamples
 
     shutil.copy(tiny_run / "last.keras", tmp_path / "last.keras")
     seen: list[str] = []
@@ -217,9 +217,9 @@ def test_the_recorder_reports_what_the_copy_check_finds(tiny_run, tmp_path):
         half = Span(0, len(text) // 2, 0)
         return CopyReport(len(text), 20, half, [half])
 
-    recorder = RunRecorder(tmp_path, lambda s: {}, stopper=StopOnSignal(), seeds=["the cat"], temperatures=[0.5, 1.0],
-                           sample_length=40, seed=0, verbose=False, copy_check=check)
-    assert recorder._samples(0) == pytest.approx(0.5)
+    samples = EpochSamples(tmp_path, seeds=["the cat"], temperatures=[0.5, 1.0], sample_length=40, seed=0,
+                           verbose=False, copy_check=check)
+    assert samples.samples(0) == pytest.approx(0.5)
     assert len(seen) == 2 and all(len(t) == 40 for t in seen)  # the generated text, not the prime
     assert (tmp_path / "samples.txt").read_text().count("(longest copied span 20 chars; 50% in spans >= 20)") == 2
 

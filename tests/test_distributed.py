@@ -25,10 +25,11 @@ import numpy as np
 import pytest
 from conftest import run_cli
 
-from charlstm.data.batches import make_sequence_batches, make_window_batches, shard_rows, to_tf_dataset
+from charlstm.data.batches import make_sequence_batches, make_window_batches, shard_rows
 from charlstm.errors import CharlstmError
 from charlstm.generation.model import load
 from charlstm.training import strategy
+from charlstm.training.feeds import to_tf_dataset
 
 TIMEOUT = 240  # seconds for any one distributed run (they take 10-30 s on 2 cores)
 # val_frac 0.13 gives 10 validation rows of 24 characters: an even share for 2 replicas, none left out

@@ -15,13 +15,14 @@ from conftest import run_cli
 
 import charlstm.data.cache as cache_module
 import charlstm.data.sources as sources_module
-from charlstm.data.batches import make_sequence_batches, make_window_batches, split_ids, to_tf_dataset
+from charlstm.data.batches import make_sequence_batches, make_window_batches, split_ids
 from charlstm.data.corpus import load_corpus, preprocess
 from charlstm.data.prepare import prepare
 from charlstm.data.prepared import open_prepared
 from charlstm.data.sources import TextOptions
 from charlstm.data.vocab import Vocabulary
 from charlstm.errors import CharlstmError
+from charlstm.training.feeds import to_tf_dataset
 
 
 def whole_text_ids(source: Path | str, opts: TextOptions) -> tuple[Vocabulary, np.ndarray]:

@@ -240,7 +240,8 @@ def test_the_numpy_feeds_give_the_tf_feeds_batches():
     # (seed, epoch), so that a resumed run sees what an uninterrupted one would
     from itertools import islice
 
-    from charlstm.data.batches import make_sequence_batches, to_numpy_dataset, to_numpy_stream
+    from charlstm.data.batches import make_sequence_batches
+    from charlstm.training.feeds import to_numpy_dataset, to_numpy_stream
 
     ids = np.random.default_rng(0).integers(0, 20, 2_000).astype(np.int32)
     train = make_sequence_batches(ids, 16, 8, seed=3)

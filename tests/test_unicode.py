@@ -288,13 +288,13 @@ def test_chinese_generation_streams_whole_utf8_characters(zh_run):
 def test_lesson_counts_on_treasure_island(shared_data):
     """--ascii-only + --lowercase (the classic recipe's preprocessing) reproduces the lesson's numbers."""
     cfg = make_config("classic")
-    corpus = load_corpus(shared_data / "treasure_island.txt", encoding=cfg.encoding)
+    corpus = load_corpus(shared_data / "treasure_island.txt", encoding=cfg.text.encoding)
     text = preprocess(
         corpus.text,
-        strip_gutenberg_text=bool(cfg.strip_gutenberg),
-        normalize=cfg.normalize,
-        lowercase=cfg.lowercase,
-        ascii_only=cfg.ascii_only,
+        strip_gutenberg_text=bool(cfg.text.strip_gutenberg),
+        normalize=cfg.text.normalize,
+        lowercase=cfg.text.lowercase,
+        ascii_only=cfg.text.ascii_only,
     )
     assert len(text) == 379_511 and len(set(text)) == 57
     with open(shared_data / "treasure_island.txt", encoding="utf-8") as f:  # the lesson: text mode

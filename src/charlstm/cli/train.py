@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -132,43 +133,11 @@ def add_demo_parser(sub: Any) -> None:
 
 
 def _train_settings(args: argparse.Namespace) -> dict[str, Any]:
-    keys = [
-        "glob",
-        "encoding",
-        "errors",
-        "lowercase",
-        "ascii_only",
-        "strip_gutenberg",
-        "normalize",
-        "max_vocab",
-        "min_count",
-        "max_chars",
-        "layers",
-        "units",
-        "cell",
-        "embedding_dim",
-        "dropout",
-        "mixed_precision",
-        "epochs",
-        "seq_len",
-        "batch_size",
-        "lr",
-        "clipnorm",
-        "lr_schedule",
-        "early_stopping",
-        "seed",
-        "val_frac",
-        "val_file",
-        "items",
-        "item_sep",
-        "tags",
-        "tag_field",
-        "item_field_sep",
-        "tag_balance",
-        "sample_temperatures",
-        "sample_length",
-        "tensorboard",
-    ]
+    """The train()/make_config() settings the command line gave: every TrainConfig and TextOptions field
+    that has an option of the same name and was given (`recipe` and `verbose` are set apart)."""
+    from charlstm.training.recipes import SETTINGS
+
+    keys = [k for k in SETTINGS if k not in ("recipe", "verbose")]
     settings = {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
     if settings.get("item_sep") is not None:
         settings["items"] = True
@@ -207,8 +176,8 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     from charlstm.data.prepare import prepare
     from charlstm.data.sources import TextOptions
 
-    keys = [f for f in TextOptions.__dataclass_fields__ if getattr(args, f, None) is not None]
-    opts = TextOptions(**{k: getattr(args, k) for k in keys})
+    fields = [f.name for f in dataclasses.fields(TextOptions)]
+    opts = TextOptions(**{k: getattr(args, k) for k in fields if getattr(args, k, None) is not None})
     started = time.time()
     if getattr(args, "tags", None):  # one folder, one source per tag (data/tags.py)
         from charlstm.data.corpus import resolve_source

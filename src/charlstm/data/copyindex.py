@@ -15,6 +15,9 @@ reported as OVERLAP long where it crosses a chunk boundary; queries never look f
 
 copies.json records the corpus' sha256 and the part indexed: an index whose corpus changed is stale and is
 rebuilt; one whose files are damaged (bad JSON, wrong sizes, entries out of range) is refused in one line.
+
+`model_corpus` finds the text a model file's copy check reads (what the file records, or `--against`); the
+queries over the index are generation/copies.py's.
 """
 
 from __future__ import annotations
@@ -29,8 +32,9 @@ from typing import Any
 
 import numpy as np
 
-from charlstm.data.cache import cache_dir
-from charlstm.data.prepared import PreparedCorpus
+from charlstm.data.cache import cache_dir, corpus_for_training
+from charlstm.data.prepared import PreparedCorpus, is_prepared, open_prepared
+from charlstm.data.sources import TextOptions
 from charlstm.errors import CharlstmError
 from charlstm.fileio import save_atomic, write_atomic
 
@@ -335,3 +339,44 @@ def copy_index(
         if log is not None:
             log(f"charlstm: cannot store the copy index ({exc.strerror}); building it in memory")
         return build_index(corpus, part, store=False, log=log)
+
+
+def model_corpus(
+    meta: dict[str, Any], against: str | os.PathLike[str] | None = None, model_path: str | None = None
+) -> tuple[PreparedCorpus, str]:
+    """The text a model's copy check reads, and the part of it to index ("train" or "all").
+
+    Found from what the model file records (the prepared corpus it trained on, else its source read again with
+    the run's text options and checked against the recorded sha256), or `against` (a file, folder or
+    prepared corpus, read with the model's text options, all of it indexed).
+    """
+    config = dict(meta.get("config") or {})
+    name = model_path or "the model"
+    if against is not None:
+        if not Path(against).exists():
+            raise CharlstmError(f"--against {against}: no such file or folder")
+        if is_prepared(against):
+            return open_prepared(against), "all"
+        opts = TextOptions.from_settings({**config, "val_frac": 0.0, "val_file": None, "max_chars": None})
+        return corpus_for_training(against, opts, verbose=False, download=False), "all"
+    rec = meta.get("corpus") or {}
+    want = rec.get("sha256")
+    hint = "give the training text with --against FILE|DIR"
+    prepared = rec.get("prepared")
+    if prepared and Path(prepared).is_dir():
+        corpus = open_prepared(prepared, verify=False)
+        if corpus.sha256 == want:
+            return corpus, "train"
+    source = rec.get("source")
+    if not source or not want:
+        raise CharlstmError(f"{name} does not record its training text; {hint}")
+    opts = TextOptions.from_settings(config)
+    try:
+        corpus = corpus_for_training(source, opts, verbose=False, download=False)
+    except CharlstmError as exc:
+        raise CharlstmError(f"cannot read the training text of {name} ({source}: {exc}); {hint}") from None
+    if corpus.sha256 != want:
+        raise CharlstmError(f"{source} changed since {name} was trained on it (sha256 differs); {hint}")
+    return corpus, "train"
+
+

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from charlstm.data.copyindex import CopyIndex, copy_index
+from charlstm.data.copyindex import CopyIndex, copy_index, model_corpus
 from charlstm.data.prepared import PreparedCorpus
 from charlstm.data.vocab import Vocabulary
 from charlstm.errors import CharlstmError
@@ -152,41 +151,10 @@ def checker_for_corpus(corpus: PreparedCorpus, part: str = "train", log: Any = _
 
 def checker_for_model(meta: dict[str, Any], against: str | os.PathLike[str] | None = None,
                       model_path: str | None = None, log: Any = _log) -> CopyChecker:
-    """The checker against a model's training text, found from what its file records (the prepared corpus it
-    trained on, else its source read again with the run's text options and checked against the recorded
-    sha256), or against `against` (a file, folder or prepared corpus, read with the model's text options)."""
-    from charlstm.data.cache import corpus_for_training
-    from charlstm.data.prepared import is_prepared, open_prepared
-    from charlstm.data.sources import TextOptions
-
-    config = dict(meta.get("config") or {})
-    name = model_path or "the model"
-    if against is not None:
-        if not Path(against).exists():
-            raise CharlstmError(f"--against {against}: no such file or folder")
-        if is_prepared(against):
-            return checker_for_corpus(open_prepared(against), "all", log)
-        opts = TextOptions.from_settings({**config, "val_frac": 0.0, "val_file": None, "max_chars": None})
-        return checker_for_corpus(corpus_for_training(against, opts, verbose=False, download=False), "all", log)
-    rec = meta.get("corpus") or {}
-    want = rec.get("sha256")
-    hint = "give the training text with --against FILE|DIR"
-    prepared = rec.get("prepared")
-    if prepared and Path(prepared).is_dir():
-        corpus = open_prepared(prepared, verify=False)
-        if corpus.sha256 == want:
-            return checker_for_corpus(corpus, "train", log)
-    source = rec.get("source")
-    if not source or not want:
-        raise CharlstmError(f"{name} does not record its training text; {hint}")
-    opts = TextOptions.from_settings(config)
-    try:
-        corpus = corpus_for_training(source, opts, verbose=False, download=False)
-    except CharlstmError as exc:
-        raise CharlstmError(f"cannot read the training text of {name} ({source}: {exc}); {hint}") from None
-    if corpus.sha256 != want:
-        raise CharlstmError(f"{source} changed since {name} was trained on it (sha256 differs); {hint}")
-    return checker_for_corpus(corpus, "train", log)
+    """The checker against a model's training text (or `against`): which corpus that is, and its index, are
+    data's (`copyindex.model_corpus`, `copyindex.copy_index`)."""
+    corpus, part = model_corpus(meta, against, model_path)
+    return checker_for_corpus(corpus, part, log)
 
 
 COPY_CHECK_MAX_CHARS = 200_000_000  # training checks its samples only against texts up to this size

@@ -2,7 +2,7 @@
 (vocabulary, preprocessing, recipe) and each layer's weights.
 
 A `.keras` file is a zip of `config.json` (the layer graph), `model.weights.h5` and, for charlstm models,
-`charlstm.json`; Keras ignores the extra entry, so the same file loads in plain Keras (DESIGN.md).
+`charlstm.json`; Keras ignores the extra entry, so the same file loads in plain Keras (docs/architecture.md).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Training for a time budget: `--time 10m` instead of `--epochs N`.
 
-Three pieces, all plain Python (no Keras here: the Keras glue is `callbacks.BudgetClock`):
+Three pieces, all plain Python (no Keras here: the Keras glue is `budget_clock.BudgetClock`):
 
 - `parse_duration`: "90s", "10m", "1h30m" -> seconds, with a clear error for anything else;
 - `choose_size`: the network for the budget, from a few timed steps of candidate sizes and the corpus size

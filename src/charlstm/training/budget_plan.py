@@ -8,6 +8,7 @@ bounds validation to a small share of the budget.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -49,18 +50,19 @@ def _probe(config: TrainConfig, vocab: Vocabulary, batch: tuple[Any, np.ndarray]
     return measure
 
 
-def plan_budget(plan: Plan, text: Text, data: Data) -> Budget | None:
+def plan_budget(plan: Plan, text: Text, data: Data, clock: Callable[[], float] = time.monotonic) -> Budget | None:
     """Fit the run to its time budget: size the network (unless given), measure its speed, lay out the clock.
 
     The clock starts here, after Keras has loaded (start-up is not the budget's): the speed probes, compiling,
-    training, validation and the final checkpoint all count against it.
+    training, validation and the final checkpoint all count against it. `clock` is train()'s (tests simulate
+    one); the probes time their steps by the machine's own clock, since they measure its speed.
     """
     config = plan.config
     if not config.time_budget:
         return None
     import keras  # noqa: F401  (TensorFlow/JAX start-up happens before the clock starts)
 
-    started = time.monotonic()
+    started = clock()
     measure = _probe(config, text.vocab, data.train[0], len(text.tag_names or []))
     targets = int(np.prod(data.train[0][1].shape))  # target characters per batch
     saved = plan.state.get("budget")
@@ -102,7 +104,7 @@ def plan_budget(plan: Plan, text: Text, data: Data) -> Budget | None:
         )
     # bound validation to ~0.5 % of the budget per checkpoint (forward passes run ~2.5x the training speed)
     val_chars = max(20_000, int(0.005 * seconds * 2.5 * chars_per_s))
-    # kept back for the final validation and checkpoints until an epoch end has been timed (callbacks.BudgetClock)
+    # kept back for the final validation and checkpoints until an epoch end has been timed (budget_clock.BudgetClock)
     schedule.reserve = 2.0 * min(val_chars, len(text.val_ids)) / (2.5 * chars_per_s) + 2.0
     interval_s = min(300.0, max(5.0, seconds / 10))
     interval = max(1, int(steps_per_s * interval_s))

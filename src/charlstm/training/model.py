@@ -118,16 +118,15 @@ def model_spec(config: TrainConfig, vocab: Vocabulary, num_tags: int = 0) -> Mod
 
 def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> Any:
     """The recipe's optimizer with its learning-rate schedule over `steps_per_epoch` x epochs (a budgeted
-    run's rate is a plain value that callbacks.BudgetClock sets step by step)."""
+    run's rate is a plain value that budget_clock.BudgetClock sets step by step)."""
     import keras
 
-    lr: Any = config.lr  # a budgeted run's rate is set step by step (callbacks.BudgetClock)
+    lr: Any = config.lr  # constant; and a budgeted run's, whose rate budget_clock.BudgetClock sets step by step
     total = max(1, steps_per_epoch * config.epochs)
-    if config.time_budget:
-        pass
-    elif config.lr_schedule == "cosine":
+    by_epochs = not config.time_budget
+    if by_epochs and config.lr_schedule == "cosine":
         lr = keras.optimizers.schedules.CosineDecay(config.lr, decay_steps=total, alpha=0.05)
-    elif config.lr_schedule == "step":
+    elif by_epochs and config.lr_schedule == "step":
         every = steps_per_epoch * max(1, config.epochs // 4)
         lr = keras.optimizers.schedules.ExponentialDecay(config.lr, every, 0.5, staircase=True)
     clip = {"clipnorm": config.clipnorm} if config.clipnorm else {}

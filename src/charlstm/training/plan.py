@@ -1,4 +1,4 @@
-"""The first phases of train(): settings -> text -> data (DESIGN.md's one path, up to the batches).
+"""The first phases of train(): settings -> text -> data (docs/architecture.md's one path, up to the batches).
 
 `plan_run` turns a recipe and overrides (or a resumed run's saved config) into a `Plan`; `read_text` reads
 the source as ids through data's prepared-corpus path (memory-mapped or in memory) and picks the vocabulary
@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -92,13 +92,14 @@ class Budget:
 
 # -- helpers used by more than one phase (and by benchmarks) -------------------------------------------
 def _prepare_text(corpus: Corpus, config: TrainConfig) -> str:
-    strip = config.strip_gutenberg if config.strip_gutenberg is not None else corpus.gutenberg
+    opts = config.text
+    strip = opts.strip_gutenberg if opts.strip_gutenberg is not None else corpus.gutenberg
     return preprocess(
         corpus.text,
         strip_gutenberg_text=strip,
-        normalize=config.normalize,
-        lowercase=config.lowercase,
-        ascii_only=config.ascii_only,
+        normalize=opts.normalize,
+        lowercase=opts.lowercase,
+        ascii_only=opts.ascii_only,
     )
 
 
@@ -195,7 +196,7 @@ def plan_run(
     if config.tensorboard and importlib.util.find_spec("tensorboard") is None:
         raise CharlstmError("--tensorboard needs the tensorboard package: pip install tensorboard")
     if init_from is not None:  # the inherited vocabulary decides which characters are rare, not these
-        config.max_vocab, config.min_count = None, 1
+        config.text = replace(config.text, max_vocab=None, min_count=1)
     return Plan(
         config, str(source), run_dir, init_from=str(init_from) if init_from else None, init_meta=init_meta,
         explicit={k: v for k, v in settings.items() if v is not None and k not in injected}, added_time=seconds,
@@ -208,17 +209,12 @@ def read_text(plan: Plan) -> Text:
     a small one in memory: one path), the vocabulary (new, resumed or inherited) and the split."""
     from charlstm.data.batches import RemappedIds
     from charlstm.data.cache import corpus_for_training
-    from charlstm.data.prepared import TEXT_KEYS
-    from charlstm.data.sources import TextOptions
 
     config = plan.config
     explicit = {} if plan.resumed is not None else plan.explicit
-    corpus = corpus_for_training(
-        plan.source, TextOptions.from_settings(config), explicit=explicit, verbose=bool(config.verbose),
-        tags=config.tags if config.tags in ("folder", "file") else None,
-    )
-    for key in TEXT_KEYS:  # a prepared DIR brings its own text options: config.json tells what was used
-        setattr(config, key, getattr(corpus.options, key))
+    corpus = corpus_for_training(plan.source, config.text, explicit=explicit, verbose=bool(config.verbose),
+                                 tags=config.tags if config.tags in ("folder", "file") else None)
+    config.text = corpus.options  # a prepared DIR brings its own text options: config.json tells what was used
     if plan.resumed is not None:
         if corpus.sha256 != plan.resumed["corpus"]["sha256"]:
             raise CharlstmError(
@@ -238,7 +234,7 @@ def read_text(plan: Plan) -> Text:
 
         config.tags = config.tags or "folder"
         ids = RemappedIds(corpus.ids, table) if table is not None else corpus.ids  # the split is per tag
-        split = split_by_tag(ids, corpus.meta["tags"], config.val_frac, plan.source)
+        split = split_by_tag(ids, corpus.meta["tags"], config.text.val_frac, plan.source)
         names, train_tags, val_tags = _tag_names(plan, split.names, split.train_tags, split.val_tags)
         return Text(corpus, vocab, split.train_ids, split.val_ids, tag_names=names, train_tags=train_tags,
                     val_tags=val_tags)
@@ -312,8 +308,9 @@ def _item_text(plan: Plan, corpus: Any, vocab: Vocabulary | None) -> Text:
             span(corpus.val_ids, 0, len(corpus.val_ids)))
     else:
         text, val_text = decode(span(corpus.ids, 0, len(corpus.ids))), None
-    items = split_items(text, config.item_sep, val_frac=config.val_frac, seed=config.seed, val_text=val_text,
-                        vocab=vocab, max_vocab=config.max_vocab, min_count=config.min_count, source=plan.source,
+    opts = config.text
+    items = split_items(text, config.item_sep, val_frac=opts.val_frac, seed=config.seed, val_text=val_text,
+                        vocab=vocab, max_vocab=opts.max_vocab, min_count=opts.min_count, source=plan.source,
                         tag_field=config.tag_field, field_sep=config.item_field_sep)
     if items.tag_names is None:
         if model_tags(plan.resumed) or model_tags(plan.init_meta):

@@ -13,31 +13,24 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from charlstm.data.sources import TextOptions
 from charlstm.errors import CharlstmError
 
 
 @dataclass
 class TrainConfig:
+    """Every training setting: the text options (data.sources.TextOptions, shared with `prepare`) and the
+    rest. Settings go in and out flat (`make_config(normalize=..., layers=...)`, `to_json`, config.json):
+    `text.normalize` is the setting `normalize`."""
+
     recipe: str = "default"
-    # text
-    encoding: str = "utf-8"
-    errors: str = "strict"
-    glob: str | None = None
-    strip_gutenberg: bool | None = None  # None: on for named Gutenberg books
-    normalize: str = "NFC"
-    lowercase: bool = False
-    ascii_only: bool = False
-    max_vocab: int | None = None
-    min_count: int = 1
-    max_chars: int | None = None  # train on the first N characters only
+    text: TextOptions = field(default_factory=TextOptions)  # encoding ... max_chars, val_frac, val_file
     # data
     mode: str = "sequences"  # "windows" = the lesson's (maxlen, step) windows, one target each
     maxlen: int = 40
     step: int = 3
     seq_len: int = 64
     batch_size: int = 64
-    val_frac: float = 0.1
-    val_file: str | None = None
     items: bool = False  # a list: one item a line (or item_sep), boundaries, shuffled items (data/items.py)
     item_sep: str = "line"  # "line", "blank" (a blank line between items) or a literal separator
     # tags (data/tags.py): one model, many styles, chosen when generating
@@ -70,16 +63,20 @@ class TrainConfig:
     tensorboard: bool = False
 
     def to_json(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
+        """The flat settings, as config.json and every model file record them."""
+        own = dataclasses.asdict(self)
+        text = own.pop("text")
         if self.tags is None:  # an untagged run's record as before tags existed
             for key in TAG_KEYS:
-                del data[key]
-        return data
+                del own[key]
+        return {"recipe": own.pop("recipe"), **text, **own}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        """From flat settings (unknown keys, e.g. of a newer version, are ignored)."""
+        text = {k: v for k, v in data.items() if k in TEXT_FIELDS}
+        own = {k: v for k, v in data.items() if k in OWN_FIELDS}
+        return cls(text=TextOptions(**text), **own)
 
     def validate(self) -> None:
         if self.epochs < 1:
@@ -89,8 +86,8 @@ class TrainConfig:
         for name in ("batch_size", "seq_len", "maxlen", "step"):
             if getattr(self, name) < 1:
                 raise CharlstmError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        if not 0 <= self.val_frac < 1:
-            raise CharlstmError(f"--val-frac must be in [0, 1), got {self.val_frac}")
+        if not 0 <= self.text.val_frac < 1:
+            raise CharlstmError(f"--val-frac must be in [0, 1), got {self.text.val_frac}")
         if self.lr <= 0:
             raise CharlstmError(f"--lr must be > 0, got {self.lr}")
         if self.optimizer not in ("adam", "rmsprop"):
@@ -160,15 +157,19 @@ RECIPES: dict[str, dict[str, Any]] = {
 }
 
 
+TEXT_FIELDS = tuple(f.name for f in dataclasses.fields(TextOptions))
+OWN_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name != "text")
+SETTINGS = OWN_FIELDS + TEXT_FIELDS  # every flat setting train() and make_config() take
+
+
 def make_config(recipe: str = "default", **overrides: Any) -> TrainConfig:
     """The recipe's settings with `overrides` (None values are ignored: 'not given')."""
     if recipe not in RECIPES:
         raise CharlstmError(f"unknown recipe {recipe!r}; choose one of {', '.join(RECIPES)}")
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    unknown = sorted(set(overrides) - known)
+    unknown = sorted(set(overrides) - set(SETTINGS))
     if unknown:
         raise TypeError(f"unknown training settings: {', '.join(unknown)}")
     values = {**RECIPES[recipe], **{k: v for k, v in overrides.items() if v is not None}}
-    config = TrainConfig(recipe=recipe, **values)
+    config = TrainConfig.from_json({**values, "recipe": recipe})
     config.validate()
     return config

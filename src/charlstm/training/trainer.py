@@ -4,7 +4,7 @@
 
 With a time budget (`time=`, `--time 10m`) the budget phase probes the speed of candidate networks, picks
 the size (unless given) and lays out the clock (budget.py); fit then runs over an endless data stream in
-checkpoint intervals, and `callbacks.BudgetClock` sets the learning rate and stops when the time is spent.
+checkpoint intervals, and `budget_clock.BudgetClock` sets the learning rate and stops when the time is spent.
 
 A run lives in one directory: config.json, metrics.csv, loss.png, samples.txt, last.keras (resume point,
 with optimizer state), best.keras (best validation loss) and model.keras (the model the run hands over:
@@ -14,50 +14,46 @@ the best one). `resume=True` picks a run up from last.keras exactly where it sto
 from __future__ import annotations
 
 import json
-import math
 import os
-import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from time import monotonic
 from typing import Any
 
-from charlstm.data.vocab import longest_runs
-from charlstm.errors import CharlstmError, TrainingDiverged, TrainingInterrupted
+from charlstm.errors import CharlstmError
 from charlstm.fileio import write_atomic
 from charlstm.generation.model import CharModel
 from charlstm.training import backend as backends
-from charlstm.training import budget as budgets
 from charlstm.training import probe
 from charlstm.training import strategy as strategies
 from charlstm.training.budget_plan import limit_validation, plan_budget
-from charlstm.training.device import describe, jit_compile
+from charlstm.training.device import jit_compile
 from charlstm.training.engines import load_engines
 from charlstm.training.model import compile_model, model_spec
-from charlstm.training.notebook import show_plot
 from charlstm.training.plan import (
     Budget,
     Data,
     Plan,
-    Text,
     default_run_dir,
     make_data,
     plan_run,
     read_text,
-    seeds,
 )
 from charlstm.training.recipes import TrainConfig
+from charlstm.training.report import announce, report, run_metadata
 
 
 @dataclass
 class Session:
-    """The callbacks of one fit() call, the two that report how it ended, and where its files go."""
+    """The callbacks of one fit() call, those that report how it ended, and where its files go."""
 
     callbacks: list[Any] = field(default_factory=list)
-    recorder: Any = None
+    checkpoints: Any = None  # checkpoints.Checkpoints: epochs done, where a NaN stopped the run
+    history: Any = None  # run_log.RunHistory: the rows of metrics.csv
     stopper: Any = None
     out_dir: Path | None = None  # the run directory (process 0), or a distributed worker's scratch folder
-    clock: Any = None  # callbacks.BudgetClock of a budgeted run
-
+    clock: Any = None  # budget_clock.BudgetClock of a budgeted run
 
 
 # -- phase 5: model ------------------------------------------------------------------------------------------
@@ -124,63 +120,7 @@ def make_model(plan: Plan, spec: Any, steps: int, dist: strategies.Distributed |
     return model
 
 
-# -- phase 6: run files and callbacks ------------------------------------------------------------------------
-def run_metadata(plan: Plan, text: Text, spec: Any) -> dict[str, Any]:
-    """Everything a model file and config.json say about the run (the training state is added per save)."""
-    from charlstm.data.batches import (
-        span,  # reads a prepared corpus from its file, not through its memory map
-    )
-
-    config, corpus = plan.config, text.corpus
-    strip = corpus.meta["preprocessing"]["strip_gutenberg"]
-    return {
-        "recipe": config.recipe,
-        "config": config.to_json(),
-        "model": spec.to_json(),
-        "vocab": text.vocab.to_json(),
-        "preprocessing": {
-            "normalize": config.normalize,
-            "lowercase": config.lowercase,
-            "ascii_only": config.ascii_only,
-            "strip_gutenberg": strip if isinstance(strip, bool) else any(strip),
-        },
-        "corpus": {
-            "source": plan.source,
-            "name": corpus.name,
-            "sha256": corpus.sha256,  # of the ids: text, options and vocabulary together
-            "prepared": str(corpus.path) if corpus.path is not None else None,
-            "chars": corpus.meta["chars"]["text"],
-            "train_chars": int(len(text.train_ids)),
-            "val_chars": int(len(text.val_ids)),
-            "files": corpus.files[:50],
-            "file_count": len(corpus.files),
-        },
-        # a list's samples start where an item starts: at its boundary symbol
-        "seeds": [text.items.record["boundary"]] if text.items is not None
-        else seeds(text.train_ids, text.vocab, 16, plan.config.maxlen, plan.config.seed),
-        # each character's longest run in the training text, by id: generation never goes past it (max_repeat)
-        "longest_runs": longest_runs(text.train_ids, text.vocab.size, read=span).tolist(),
-        "trained_with": describe(),
-        **({"items": text.items.record} if text.items is not None else {}),
-        **(tag_metadata(plan, text) if text.tag_names else {}),
-    }
-
-
-def tag_metadata(plan: Plan, text: Text) -> dict[str, Any]:
-    """A tagged model's record: its tags in id order, and default primes cut from each tag's own text."""
-    import numpy as np
-
-    config = plan.config
-    tag_seeds = {}
-    for t, name in enumerate(text.tag_names):
-        if text.items is not None:
-            tag_seeds[name] = [text.items.record["boundary"]]
-        else:
-            mine = np.asarray(text.train_ids)[np.asarray(text.train_tags) == t]
-            tag_seeds[name] = seeds(mine, text.vocab, 4, config.maxlen, config.seed) if len(mine) else []
-    return {"tags": list(text.tag_names), "tag_seeds": tag_seeds}
-
-
+# -- phase 6: run files and callbacks (their metadata: report.run_metadata) ---------------------------
 def make_session(
     plan: Plan,
     meta: dict[str, Any],
@@ -189,38 +129,36 @@ def make_session(
     out_dir: Path | None = None,
     budget: Budget | None = None,
     copy_check: Any = None,
+    clock: Callable[[], float] = monotonic,
 ) -> Session:
     """charlstm's callbacks around the user's: exact-resume seeds, signals, bits/char, progress, run files
     (written to `out_dir`, by default the run directory), and a budgeted run's clock."""
     import keras
 
-    from charlstm.training.callbacks import BitsPerChar, BudgetClock, DropoutSeeds, RunRecorder, StopOnSignal
+    from charlstm.training.budget_clock import BudgetClock
+    from charlstm.training.callbacks import BitsPerChar, DropoutSeeds, StopOnSignal
+    from charlstm.training.checkpoints import Checkpoints
+    from charlstm.training.run_log import MetricsLog, RunHistory
+    from charlstm.training.samples import EpochSamples
 
     config, state, has_val = plan.config, plan.state, data.val is not None
     stopper = StopOnSignal()
     out_dir = out_dir or plan.run_dir
-    clock = None
+    budget_clock = None
     if budget is not None:
-        clock = BudgetClock(budget.schedule, position=budget.position, batches_per_epoch=data.steps,
-                            verbose=bool(config.verbose))
-        clock.startup = budget.startup
-    recorder = RunRecorder(
-        out_dir,
-        lambda train_state: {**meta, "train_state": train_state},
-        stopper=stopper,
-        seeds=meta["seeds"],
-        temperatures=list(config.sample_temperatures),
-        sample_length=config.sample_length,
-        seed=config.seed,
-        best=state.get("best"),
-        history=state.get("history"),
-        elapsed=float(state.get("elapsed", 0.0)),
-        verbose=bool(config.verbose),
-        budget=clock,
-        copy_check=copy_check,
-    )
-    # order matters: bits/char enter the logs before the progress bar prints them, and the recorder
-    # (samples, checkpoints) runs after the bar has finished its line
+        budget_clock = BudgetClock(budget.schedule, position=budget.position, batches_per_epoch=data.steps,
+                                   clock=clock, verbose=bool(config.verbose))
+        budget_clock.startup = budget.startup
+    history = RunHistory(state.get("history"), best=state.get("best"), elapsed=float(state.get("elapsed", 0.0)),
+                         clock=clock, metrics=out_dir / "metrics.csv")
+    checkpoints = Checkpoints(out_dir, lambda train_state: {**meta, "train_state": train_state}, history,
+                              stopper=stopper, budget=budget_clock)
+    samples = EpochSamples(out_dir, history, seeds=meta["seeds"], temperatures=list(config.sample_temperatures),
+                           sample_length=config.sample_length, seed=config.seed, verbose=bool(config.verbose),
+                           copy_check=copy_check)
+    # order matters: bits/char enter the logs before the progress bar prints them; the run's files are
+    # written after the bar has finished its line: the checkpoints, then the samples (from last.keras, adding
+    # their copied share to the epoch's row), then metrics.csv and loss.png
     cbs: list[Any] = [*(extra or []), DropoutSeeds(config.seed), stopper]
     if data.tag_val:  # the loss per tag joins the logs before bits/char and the recorder read them
         from charlstm.training.callbacks import TagLosses
@@ -228,21 +166,24 @@ def make_session(
         cbs.append(TagLosses(data.tag_val))
     cbs.append(BitsPerChar())
     cbs.append(keras.callbacks.TerminateOnNaN())
-    if clock is not None:  # its own progress line: time used of the budget
-        cbs.append(clock)
+    if budget_clock is not None:  # its own progress line: time used of the budget
+        cbs.append(budget_clock)
     elif config.verbose:
         cbs.append(keras.callbacks.ProgbarLogger())
-    cbs.append(recorder)
+    cbs += [checkpoints, samples, MetricsLog(out_dir, history)]
     if config.early_stopping:
         cbs.append(keras.callbacks.EarlyStopping(monitor="val_loss" if has_val else "loss", patience=config.early_stopping))
     if config.tensorboard:
         cbs.append(keras.callbacks.TensorBoard(log_dir=str(plan.run_dir / "tensorboard")))
-    return Session(cbs, recorder, stopper, out_dir, clock)
+    return Session(cbs, checkpoints, history, stopper, out_dir, budget_clock)
 
 
 # -- phase 7: fit --------------------------------------------------------------------------------------------
-def fit(model: Any, plan: Plan, data: Data, session: Session, budget: Budget | None = None) -> float:
-    """Keras fit over the reproducible epoch stream; returns the wall seconds it took.
+def fit(
+    model: Any, plan: Plan, data: Data, session: Session, budget: Budget | None = None,
+    clock: Callable[[], float] = monotonic,
+) -> float:
+    """Keras fit over the reproducible epoch stream; returns the seconds it took (by `clock`).
 
     A budgeted run reads an endless stream from its saved position in checkpoint intervals (Keras epochs of
     `budget.interval` steps) until its clock stops it. The torch backend reads the same batches as NumPy
@@ -250,7 +191,7 @@ def fit(model: Any, plan: Plan, data: Data, session: Session, budget: Budget | N
     """
     import keras
 
-    from charlstm.data import batches as feeds
+    from charlstm.training import feeds
 
     numpy = keras.backend.backend() == "torch"
     stream = feeds.to_numpy_stream if numpy else feeds.to_tf_stream
@@ -259,7 +200,7 @@ def fit(model: Any, plan: Plan, data: Data, session: Session, budget: Budget | N
         validation = feeds.to_numpy_dataset(data.val) if numpy else feeds.to_tf_dataset(data.val)
     config = plan.config
     initial_epoch = int(plan.state.get("epoch", 0))
-    started = time.time()
+    started = clock()
     if budget is not None:
         model.fit(
             stream(data.train, *budget.position),
@@ -271,7 +212,7 @@ def fit(model: Any, plan: Plan, data: Data, session: Session, budget: Budget | N
             callbacks=session.callbacks,
             verbose=0,
         )
-        return time.time() - started
+        return clock() - started
     model.fit(
         feeds.to_numpy_stream(data.train, initial_epoch, last_epoch=config.epochs) if numpy
         else feeds.to_tf_dataset(data.train, initial_epoch, config.epochs),
@@ -283,94 +224,7 @@ def fit(model: Any, plan: Plan, data: Data, session: Session, budget: Budget | N
         callbacks=session.callbacks,
         verbose=min(int(config.verbose), 1),  # 2 (-v) also lets the engines' own log lines through
     )
-    return time.time() - started
-
-
-# -- phase 8: report -----------------------------------------------------------------------------------------
-def report(plan: Plan, session: Session, wall: float) -> CharModel:
-    """How the run ended: interrupted (exit 130), diverged, or done; the model it hands over."""
-    run_dir, recorder, stopper = plan.run_dir, session.recorder, session.stopper
-    if stopper.interrupted and session.clock is not None:
-        left = session.clock.schedule.remaining(session.clock.clock())
-        raise TrainingInterrupted(
-            f"stopped by {stopper.signal_name} with {budgets.format_duration(left)} of the time budget left; saved "
-            f"{run_dir / 'last.keras'}. {resume_hint(run_dir)}"
-        )
-    if stopper.interrupted:
-        where = "during" if stopper.partial else "at the end of"
-        epoch = int(plan.state.get("epoch", 0)) + recorder.epochs_done + int(stopper.partial)
-        raise TrainingInterrupted(
-            f"stopped by {stopper.signal_name} {where} epoch {epoch}; saved {run_dir / 'last.keras'}. "
-            f"{resume_hint(run_dir)}"
-        )
-    if recorder.diverged_at is not None:
-        raise TrainingDiverged(
-            f"the loss became NaN/inf in epoch {recorder.diverged_at}; stopped. The last good checkpoint is "
-            f"{run_dir / 'last.keras'} (try a lower --lr or --clipnorm)"
-        )
-    if plan.config.verbose:
-        last = recorder.history[-1] if recorder.history else {}
-        val = (
-            f", validation {last['val_loss']:.4f} nats/char = {last['val_bpc']:.4f} bits/char"
-            if last.get("val_loss") is not None
-            else ""
-        )
-        done = (
-            f"{session.clock.describe_end()} (+ {session.clock.startup:.1f} s start-up)"
-            if session.clock is not None
-            else f"{len(recorder.history)} epochs in {wall:.1f} s"
-        )
-        print(
-            f"charlstm: {done}; final loss {last.get('loss', math.nan):.4f}"
-            f" nats/char{val}; model saved to {run_dir / 'model.keras'}",
-            flush=True,
-        )
-        show_plot(run_dir / "loss.png")  # inline, in a notebook (the file stays in the run directory)
-    from charlstm.generation.model import load
-
-    return load((session.out_dir or run_dir) / "model.keras")
-
-
-def resume_hint(run_dir: Path) -> str:
-    """How to continue an interrupted run, from a shell and from Python (a notebook)."""
-    return f"Resume with: charlstm train --resume {run_dir} (in Python: charlstm.train(out={str(run_dir)!r}, resume=True))"
-
-
-def _replicas(meta: dict[str, Any]) -> str:
-    dist = meta.get("distribute", {})
-    if dist.get("kind", "none") == "none":
-        return ""
-    return (
-        f" ({dist['kind']}: {dist['replicas']} replicas in {dist['processes']} process(es), "
-        f"global batch {dist['global_batch_size']})"
-    )
-
-
-def _announce(plan: Plan, text: Text, data: Data, meta: dict[str, Any], budget: Budget | None = None) -> None:
-    config, vocab = plan.config, text.vocab
-    arch = f"{config.layers}x{config.cell.upper()}({config.units})"
-    where = meta["trained_with"]
-    length = (
-        f"for {budgets.format_duration(budget.schedule.remaining(time.monotonic()))} ({config.lr_schedule} schedule)"
-        if budget is not None
-        else f"{data.steps} batches/epoch"
-    )
-    print(
-        f"charlstm: training {arch} ({config.recipe} recipe) on {text.corpus.name}: {len(text.train_ids):,} train / "
-        f"{len(text.val_ids):,} validation chars, vocabulary {vocab.size}, {length}, "
-        f"{where['backend']} on {where['device']['kind']}{_replicas(meta)} -> {plan.run_dir}",
-        flush=True,
-    )
-    if budget is not None and budget.sizing is not None:
-        s = budget.sizing
-        print(f"charlstm: sized for the budget: {s.layers} x {config.cell.upper()}({s.units}), dropout {s.dropout:g}: "
-              f"{s.why}", flush=True)
-    if vocab.has_unknown:
-        print(
-            f"charlstm: the vocabulary keeps {vocab.coverage:.2%} of the text's characters; the rarest "
-            "become one unknown symbol (never generated)",
-            flush=True,
-        )
+    return clock() - started
 
 
 def train(
@@ -387,6 +241,7 @@ def train(
     num_processes: int | None = None,
     process_id: int | None = None,
     time: str | float | None = None,
+    clock: Callable[[], float] | None = None,
     **settings: Any,
 ) -> CharModel:
     """Train a character model on `source` (named corpus, file or folder) and return it, ready to generate.
@@ -403,9 +258,16 @@ def train(
     distribute: "none", "mirrored" (all local GPUs, TensorFlow) or "multihost" (`num_processes` processes
     joined at `coordinator` HOST:PORT, this one `process_id`; JAX, chosen here): see strategy.py. `batch_size`
     is then per replica. Every process of a multihost job returns the model; only process 0 writes files.
+    clock: for tests, the seconds every time budget, elapsed time and checkpoint interval is measured by
+    (default `time.monotonic`); a simulated clock makes a budgeted run independent of the machine's speed.
+    Not a CLI option.
     """
+    clock = clock or monotonic
+    entered = clock()
+    duration = time  # the public keyword's value (this module imports no `time` for it to shadow)
     wish = strategies.request(distribute, coordinator, num_processes, process_id)
-    plan = plan_run(source, recipe, out, resume, init_from, {**settings, "time": time})
+    plan = plan_run(source, recipe, out, resume, init_from, {**settings, "time": duration})
+    plan.entered = entered
     if plan.config.time_budget and wish.kind == "multihost":  # each process would stop on its own clock
         raise CharlstmError("--time does not work with --distribute multihost yet; give --epochs")
     # before anything imports Keras; with no backend named, the one faster for this network here (probe.py)
@@ -426,7 +288,7 @@ def train(
     if not dist.chief:  # workers print, sample and log nothing; their checkpoints go to a scratch folder
         plan.config.verbose, plan.config.sample_temperatures, plan.config.tensorboard = 0, [], False
     data = make_data(plan.config, text, dist)
-    budget = plan_budget(plan, text, data)
+    budget = plan_budget(plan, text, data, clock)
     if budget is not None:
         limit_validation(plan.config, text, data, budget.val_chars, dist)
     spec = model_spec(plan.config, text.vocab, len(text.tag_names or []))
@@ -450,9 +312,9 @@ def train(
         from charlstm.generation.copies import LazyChecker
 
         copy_check = LazyChecker(text.corpus, log=print if plan.config.verbose else None)
-    session = make_session(plan, meta, data, callbacks, dist.output_dir(plan.run_dir), budget, copy_check)
+    session = make_session(plan, meta, data, callbacks, dist.output_dir(plan.run_dir), budget, copy_check, clock)
     if plan.config.verbose:
-        _announce(plan, text, data, meta, budget)
+        announce(plan, text, data, meta, budget, clock)
     with dist.training(plan.run_dir):
-        wall = fit(model, plan, data, session, budget)
+        wall = fit(model, plan, data, session, budget, clock)
     return report(plan, session, wall)
