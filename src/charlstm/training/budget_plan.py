@@ -24,7 +24,7 @@ from charlstm.training.recipes import TrainConfig
 
 
 # -- phase 4: budget (only with a time budget) ---------------------------------------------------------------
-def _probe(config: TrainConfig, vocab: Vocabulary, batch: tuple[Any, np.ndarray], num_tags: int = 0):
+def _probe(config: TrainConfig, vocab: Vocabulary, batch: tuple[Any, np.ndarray]):
     """measure(layers, units) -> target characters per second, from a few timed training steps."""
     import keras
 
@@ -32,6 +32,7 @@ def _probe(config: TrainConfig, vocab: Vocabulary, batch: tuple[Any, np.ndarray]
 
     x, y = batch
     targets = int(np.prod(y.shape))
+    num_tags = int(np.max(x["tags"])) + 1 if isinstance(x, dict) else 0  # a tagged network (as fast at any count)
 
     def measure(layers: int, units: int) -> float:
         spec = replace(model_spec(config, vocab, num_tags), layers=layers, units=units)
@@ -63,7 +64,7 @@ def plan_budget(plan: Plan, text: Text, data: Data, clock: Callable[[], float] =
     import keras  # noqa: F401  (TensorFlow/JAX start-up happens before the clock starts)
 
     started = clock()
-    measure = _probe(config, text.vocab, data.train[0], len(text.tag_names or []))
+    measure = _probe(config, text.vocab, data.train[0])
     targets = int(np.prod(data.train[0][1].shape))  # target characters per batch
     saved = plan.state.get("budget")
     sizing = None
