@@ -1,4 +1,4 @@
-"""`charlstm train | prepare | generate | evaluate | score | serve | export | corpora | demo`: a thin shell over the Python API.
+"""`charlstm train | prepare | generate | evaluate | score | classify | serve | export | corpora | demo`: a thin shell over the Python API.
 
 Errors the user can fix print as one line `charlstm: error: ...` with exit status 2; an interrupted training
 run exits 130 after saving a resumable checkpoint.
@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from charlstm.cli import export, generate, score, serve, train
+from charlstm.cli import classify, export, generate, score, serve, train
 from charlstm.cli.options import Parser
 from charlstm.errors import CharlstmError, TrainingDiverged, TrainingInterrupted
 
@@ -22,6 +22,7 @@ def build_parser() -> Parser:
     train.add_parsers(sub)
     generate.add_parsers(sub)
     score.add_parsers(sub)
+    classify.add_parsers(sub)
     serve.add_parsers(sub)
     export.add_parsers(sub)
     generate.add_corpora_parser(sub)

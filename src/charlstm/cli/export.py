@@ -15,6 +15,7 @@ def add_parsers(sub: Any) -> None:
     where = e.add_mutually_exclusive_group(required=True)
     where.add_argument("--onnx", metavar="OUT.onnx", help="write the step graph (ids + states -> logits + states)")
     where.add_argument("--web", metavar="DIR", help="write a folder (index.html, script, weights) for any static server")
+    e.add_argument("--tag", help="a tagged model: export it in this tag (default: its first; one export per tag)")
     e.add_argument("--quantize", choices=["int8"], default=None,
                    help="8-bit weights with per-row scales (about a quarter of the size); prints the loss it costs")
     e.add_argument("--text", metavar="FILE", default=None,
@@ -36,7 +37,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             text = Path(args.text).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise CharlstmError(f"--text {args.text}: cannot read it ({exc})") from None
-    model = load(args.model)
+    model = load(args.model).with_tag(getattr(args, "tag", None))  # a tag is folded into layer 0's table
     if args.onnx:
         from charlstm.export.onnx import export_onnx
 

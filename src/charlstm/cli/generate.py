@@ -32,6 +32,8 @@ def add_parsers(sub: Any) -> None:
     g.add_argument("--seed", type=int, help="random seed: the same seed gives the same text")
     g.add_argument("--num-samples", type=int, default=1, help="generate N samples together as one batch")
     g.add_argument("--stop", help="stop once this string has been generated")
+    g.add_argument("--tag", metavar="NAME[,NAME...]",
+                   help="a tagged model's tag to generate in (several: a sample under each); default: its first")
     g.add_argument(
         "--unknown",
         choices=["error", "skip", "replace"],
@@ -69,6 +71,7 @@ def add_parsers(sub: Any) -> None:
     e.add_argument("model")
     e.add_argument("texts", nargs="+", help="files, folders, named corpora, or prepared corpora (their validation part)")
     e.add_argument("--unknown", choices=["error", "skip", "replace"], default="error")
+    e.add_argument("--tag", help="a tagged model's tag to evaluate under (default: its first)")
     e.add_argument(
         "--context", choices=["stateful", "window"], help="default: window for classic models, else stateful"
     )
@@ -216,10 +219,22 @@ def print_samples(
 
 def cmd_generate(args: argparse.Namespace) -> int:
     from charlstm.generation.model import load
+    from charlstm.generation.tags import parse_tags
 
     if not args.temperature:  # `--temperature ,` would otherwise print nothing and succeed
         raise CharlstmError("--temperature needs at least one number (0 = greedy)")
     model = load(args.model)
+    tags = parse_tags(args.tag)
+    views = [model.with_tag(t) for t in tags]  # every tag checked before the first sample
+    for n, (tag, view) in enumerate(zip(tags, views, strict=True)):
+        if len(tags) > 1:
+            print(f"{'' if n == 0 else chr(10)}===== tag: {tag}", flush=True)
+        _generate(view, args)
+    return 0
+
+
+def _generate(model: Any, args: argparse.Namespace) -> int:
+    """One model's (one tag's) samples, as `charlstm generate` prints them."""
     if model.is_items:
         if args.check_copies or args.against:
             raise CharlstmError(f"{args.model} is an items model: each item is marked new or seen already; "
@@ -291,7 +306,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from charlstm.data.prepared import is_prepared, open_prepared
     from charlstm.generation.model import load
 
-    model = load(args.model)
+    model = load(args.model).with_tag(args.tag)
     for source in args.texts:
         if is_prepared(source):  # a prepared corpus: its validation part (all of it if it has none)
             corpus = open_prepared(source)

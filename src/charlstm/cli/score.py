@@ -18,6 +18,7 @@ def add_parsers(sub: Any) -> None:
     s.add_argument("--unknown", choices=["error", "skip", "replace"], default="error",
                    help="characters outside the vocabulary: error (default), skip, or replace")
     s.add_argument("--encoding", default="utf-8", help="text encoding (default utf-8)")
+    s.add_argument("--tag", help="a tagged model's tag to score under (default: its first)")
     s.add_argument("--errors", choices=["strict", "replace", "ignore"], default="strict", help="undecodable bytes")
     s.set_defaults(func=cmd_score)
 
@@ -29,7 +30,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 
     if args.show < 0 or args.width < 1:
         raise CharlstmError("--show must be >= 0 and --width >= 1")
-    model = load(args.model)
+    model = load(args.model).with_tag(args.tag)
     text = load_corpus(args.file, encoding=args.encoding, errors=args.errors, download=False).text
     scored = model.score(text, unknown=args.unknown)
     print(

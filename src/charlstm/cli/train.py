@@ -80,6 +80,19 @@ def add_parsers(sub: Any) -> None:
         help="what separates items (implies --items): line (default), blank (a blank line: poems, recipes) "
         "or a literal string such as '%%%%' (\\n for a newline)",
     )
+    tg = t.add_argument_group("tags: one model, many styles (generate --tag NAME)")
+    tg.add_argument(
+        "--tags", choices=("folder", "file"),
+        help="each file's tag: its parent folder's name (folder) or its own name without the suffix (file)",
+    )
+    tg.add_argument("--tag-field", type=int, metavar="N", help="items: the tag is field N (from 1) of each item")
+    tg.add_argument(
+        "--item-field-sep", metavar="SEP", help="what separates an item's fields (default a tab; \\t for a tab)",
+    )
+    tg.add_argument(
+        "--tag-balance", choices=("none", "equal"),
+        help="none (default): tags as often as the text has them; equal: every tag as many rows an epoch",
+    )
     r = t.add_argument_group("reporting")
     r.add_argument(
         "--sample-temperatures", type=floats, help="per-epoch sample temperatures (default 0.2,0.5,1.0,1.2)"
@@ -99,6 +112,8 @@ def add_parsers(sub: Any) -> None:
     add_text_options(pp)
     pp.add_argument("--val-frac", type=float, help="hold out the last fraction of the text (default 0.1)")
     pp.add_argument("--val-file", help="validate on this file instead")
+    pp.add_argument("--tags", choices=("folder", "file"),
+                    help="a tagged corpus: each file's tag is its parent folder's name or its own (train --tags)")
     pp.add_argument("--quiet", action="store_true", help="no progress bars")
 
     t.set_defaults(func=cmd_train)
@@ -126,6 +141,8 @@ def _train_settings(args: argparse.Namespace) -> dict[str, Any]:
     settings = {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
     if settings.get("item_sep") is not None:
         settings["items"] = True
+    if settings.get("item_field_sep") is not None:
+        settings["item_field_sep"] = settings["item_field_sep"].encode("utf-8").decode("unicode_escape")
     if args.quiet:
         settings["verbose"] = 0
     if getattr(args, "verbose", False):
@@ -162,7 +179,18 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     fields = [f.name for f in dataclasses.fields(TextOptions)]
     opts = TextOptions(**{k: getattr(args, k) for k in fields if getattr(args, k, None) is not None})
     started = time.time()
-    corpus = prepare(args.sources, args.out, opts, verbose=not args.quiet)
+    if getattr(args, "tags", None):  # one folder, one source per tag (data/tags.py)
+        from charlstm.data.corpus import resolve_source
+        from charlstm.data.tags import tagged_sources
+
+        if len(args.sources) != 1:
+            raise CharlstmError("--tags reads one folder (a folder or a file per tag)")
+        if opts.val_file:
+            raise CharlstmError("--tags holds out the end of every tag's text; drop --val-file")
+        found, tags = tagged_sources(resolve_source(args.sources[0], glob=opts.glob), args.tags)
+        corpus = prepare(args.sources * len(found), args.out, opts, verbose=not args.quiet, resolved=found, tags=tags)
+    else:
+        corpus = prepare(args.sources, args.out, opts, verbose=not args.quiet)
     seconds = time.time() - started
     mb = corpus.meta["bytes_read"] / 1e6
     split = corpus.meta["split"]

@@ -149,6 +149,9 @@ class EpochBatches:
     `epoch_batches(e)` yields its batches in NumPy; `set_epoch(e)` + `len()` + `[i]` give random access to one
     epoch (tests, inspection). Nothing per epoch is kept, so a huge corpus costs one epoch's layout at a time."""
 
+    tags: np.ndarray | None = None  # a tag id at every position of `ids` (data/tags.py), or None: untagged
+    balance: bool = False  # tagged: every tag gets as many rows an epoch (`balanced`)
+
     def __init__(self, ids: np.ndarray, batch_size: int, seed: int, shuffle: bool) -> None:
         self.ids = ids
         self.batch_size = batch_size
@@ -238,14 +241,21 @@ class SequenceBatches(EpochBatches):
     def row_count(self) -> int:
         if not self.shuffle:
             return (len(self.ids) - 1) // self.seq_len
-        return sequence_layout(len(self.ids), self.seq_len)[0]
+        count = sequence_layout(len(self.ids), self.seq_len)[0]
+        if self.balance and self.tags is not None:
+            k = int(self.tags.max()) + 1
+            return k * math.ceil(count / k)
+        return count
 
     def arrangement(self, epoch: int) -> np.ndarray:
-        return sequence_starts(len(self.ids), self.seq_len, self.seed, epoch, shuffle=self.shuffle)
+        starts = sequence_starts(len(self.ids), self.seq_len, self.seed, epoch, shuffle=self.shuffle)
+        if self.balance and self.tags is not None and self.shuffle:
+            return balanced(starts, self.tags, self.row_count(), epoch_rng(self.seed, epoch + 7_777_777))
+        return starts
 
-    def rows(self, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def rows(self, starts: np.ndarray) -> tuple[Any, np.ndarray]:
         chunk = gather(self.ids, starts, self.seq_len + 1)
-        return chunk[:, :-1], chunk[:, 1:]
+        return with_tags(chunk[:, :-1], self.tags, starts, self.seq_len), chunk[:, 1:]
 
 
 class WindowBatches(EpochBatches):
@@ -274,8 +284,36 @@ class WindowBatches(EpochBatches):
         return chunk[:, :-1], chunk[:, -1]
 
 
-def make_sequence_batches(ids: np.ndarray, seq_len: int, batch_size: int, seed: int, shuffle: bool = True) -> SequenceBatches:
-    return SequenceBatches(ids, seq_len, batch_size, seed, shuffle)
+def with_tags(x: np.ndarray, tags: np.ndarray | None, starts: np.ndarray, length: int) -> Any:
+    """The model's input for rows `x`: the ids alone, or {"chars": ids, "tags": the tag at each position}."""
+    if tags is None:
+        return x
+    return {"chars": x, "tags": gather(tags, starts, length)}
+
+
+def balanced(starts: np.ndarray, tags: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
+    """`count` rows with every tag (by the tag where a row starts) `count / tags` times: the rarer tags' rows
+    drawn again (with replacement), the commoner ones' sampled down; shuffled."""
+    k = int(tags.max()) + 1
+    per = count // k
+    of_row = np.asarray(tags[starts])
+    picks = []
+    for t in range(k):
+        mine = starts[of_row == t]
+        if len(mine):
+            picks.append(rng.choice(mine, size=per, replace=len(mine) < per))
+    out = np.concatenate(picks) if picks else starts[:0]
+    out = np.resize(out, count) if len(out) != count else out
+    return out[rng.permutation(len(out))]
+
+
+def make_sequence_batches(
+    ids: np.ndarray, seq_len: int, batch_size: int, seed: int, shuffle: bool = True,
+    tags: np.ndarray | None = None, balance: bool = False,
+) -> SequenceBatches:
+    batches = SequenceBatches(ids, seq_len, batch_size, seed, shuffle)
+    batches.tags, batches.balance = tags, balance
+    return batches
 
 
 def make_window_batches(

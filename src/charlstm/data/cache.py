@@ -21,6 +21,7 @@ from charlstm.data.corpus import (
 from charlstm.data.prepare import file_size, prepare, run_pass
 from charlstm.data.prepared import TEXT_KEYS, VERSION, PreparedCorpus, is_prepared, open_prepared
 from charlstm.data.sources import TextOptions, hash_files
+from charlstm.data.tags import tagged_sources
 from charlstm.errors import CharlstmError
 
 CACHE_THRESHOLD_BYTES = 32_000_000  # `charlstm train TEXT` above this prepares into the cache (see below)
@@ -37,7 +38,7 @@ def cache_dir() -> Path:
     return Path(base) / "charlstm"
 
 
-def _cache_key(found: SourceFiles, opts: TextOptions, records: list[dict[str, Any]]) -> str:
+def _cache_key(found: SourceFiles, opts: TextOptions, records: list[dict[str, Any]], tags: str | None = None) -> str:
     """Content (sha256 and size of every file, in order) + everything that decides the ids; not paths."""
     strip = opts.strip_gutenberg if opts.strip_gutenberg is not None else found.gutenberg
     key = {
@@ -46,6 +47,7 @@ def _cache_key(found: SourceFiles, opts: TextOptions, records: list[dict[str, An
         "decoding": [found.encoding or opts.encoding, found.errors or opts.errors],
         "strip_gutenberg": bool(strip),
         "options": {k: v for k, v in opts.to_json().items() if k not in ("encoding", "errors", "glob", "val_file")},
+        **({"tags": tags} if tags else {}),
     }
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode("utf-8")).hexdigest()[:32]
 
@@ -64,6 +66,7 @@ def corpus_for_training(
     explicit: dict[str, Any] | None = None,
     verbose: bool = True,
     download: bool = True,
+    tags: str | None = None,
 ) -> PreparedCorpus:
     """The one way training gets its ids, whatever the source's size.
 
@@ -72,6 +75,7 @@ def corpus_for_training(
     cache, keyed by its content and the options, and memory-mapped; a second run finds it there.
     download=False: a named corpus that is not cached is an error, not a download (the copy check, which
     runs without Keras, reads texts this way).
+    tags: "folder" or "file": a folder read as one source per tag (data/tags.py); corpus.json records the spans.
     """
     if is_prepared(source):
         corpus = open_prepared(source)
@@ -84,15 +88,23 @@ def corpus_for_training(
                 f"{source} is a prepared corpus whose text options are fixed ({kept}); drop {given}, "
                 "or prepare the text again with them (charlstm prepare SOURCE --out DIR ...)"
             )
+        if tags and "tags" not in corpus.meta:
+            raise CharlstmError(f"{source} was prepared without tags; prepare it again with --tags {tags}")
         return corpus
     opts.validate()
     found = resolve_source(source, glob=opts.glob, download=download)
+    resolved, source_tags = [found], None
+    if tags:
+        if opts.val_file:
+            raise CharlstmError("--tags holds out the end of every tag's text; drop --val-file")
+        resolved, source_tags = tagged_sources(found, tags)
     val = [Path(opts.val_file)] if opts.val_file else []
     size = sum(file_size(p) for p in [*found.files, *val])
     if size < CACHE_THRESHOLD_BYTES:
-        return prepare([source], None, opts, verbose=False, resolved=[found])
-    records = run_pass("hashing", size, verbose, lambda p: hash_files([*found.files, *val], p))
-    where = cache_dir() / "prepared" / _cache_key(found, opts, records)
+        return prepare([source] * len(resolved), None, opts, verbose=False, resolved=resolved, tags=source_tags)
+    files = [p for f in resolved for p in f.files]  # a tagged folder: grouped by tag
+    records = run_pass("hashing", size, verbose, lambda p: hash_files([*files, *val], p))
+    where = cache_dir() / "prepared" / _cache_key(found, opts, records, tags)
     if where.exists():
         try:
             corpus = open_prepared(where, check_sources=False)  # the key already vouches for the content
@@ -109,7 +121,8 @@ def corpus_for_training(
         print(f"charlstm: {found.name} is {size / 1e6:,.0f} MB: preparing it once into {where} (memory-mapped; "
               "later runs with the same text and options reuse it)", flush=True)
     try:
-        return prepare([source], where, opts, verbose=verbose, resolved=[found], records=records)
+        return prepare([source] * len(resolved), where, opts, verbose=verbose, resolved=resolved, records=records,
+                       tags=source_tags)
     except CharlstmError:
         if where.exists():  # another process prepared the same text meanwhile
             return open_prepared(where, check_sources=False)

@@ -40,15 +40,15 @@ def boundary_for(separator: str) -> str:
     return "\n" if separator == "line" else RECORD_SEPARATOR
 
 
-def split_text(text: str, separator: str) -> list[str]:
-    """The items of a text: stripped, empty ones dropped."""
+def split_text(text: str, separator: str, strip: bool = True) -> list[str]:
+    """The items of a text: stripped (unless `strip` is off: a tag field may be empty), empty ones dropped."""
     if separator == "line":
         parts = text.split("\n")
     elif separator == "blank":
         parts = re.split(r"\n[ \t]*\n", text)
     else:
         parts = text.split(separator.encode("utf-8").decode("unicode_escape") if "\\" in separator else separator)
-    return [p.strip() for p in parts if p.strip()]
+    return [p.strip() if strip else p for p in parts if p.strip()]
 
 
 def fingerprints(items: list[str]) -> np.ndarray:
@@ -75,6 +75,40 @@ class ItemText:
     train: np.ndarray
     val: np.ndarray
     record: dict[str, Any]
+    tag_names: list[str] | None = None  # --tag-field: the tags, and each stream's tag id at every position
+    train_tags: np.ndarray | None = None
+    val_tags: np.ndarray | None = None
+
+
+def split_fields(items: list[str], field: int, sep: str, source: str) -> tuple[list[str], list[str]]:
+    """(items without their tag field, their tags): field `field` (from 1) of each item, cut at `sep`."""
+    from charlstm.data.tags import check_tag
+
+    bodies, tags = [], []
+    for n, item in enumerate(items, 1):
+        parts = item.split(sep)
+        if len(parts) < max(field, 2):
+            raise CharlstmError(
+                f"{source}: item {n} ({item[:40]!r}) has {len(parts)} field(s); it needs its tag (field {field}) "
+                f"and its text, separated by {sep!r} (--item-field-sep)"
+            )
+        tag = parts.pop(field - 1).strip()
+        check_tag(tag, f"{source}: item {n} ({item[:40]!r})")
+        body = sep.join(parts).strip()
+        if not body:
+            raise CharlstmError(f"{source}: item {n} ({item[:40]!r}) is only its tag; give it a text")
+        bodies.append(body)
+        tags.append(tag)
+    return bodies, tags
+
+
+def _stream_tags(stream: np.ndarray, boundary: int, tags: list[int], dtype: np.dtype) -> np.ndarray:
+    """The tag at every position of B item B item ... B: an item's own, from its leading boundary on."""
+    bounds = np.flatnonzero(stream == boundary)
+    if len(bounds) < 2:
+        return np.zeros(len(stream), dtype)
+    out = np.repeat(np.asarray(tags, dtype), np.diff(bounds))
+    return np.append(out, np.asarray(tags[-1:], dtype)).astype(dtype)
 
 
 def _stream(items: list[str], boundary: str) -> str:
@@ -92,17 +126,26 @@ def split_items(
     max_vocab: int | None = None,
     min_count: int = 1,
     source: str = "the text",
+    tag_field: int | None = None,
+    field_sep: str = "\t",
+    tag_names: list[str] | None = None,
 ) -> ItemText:
     """Cut `text` into items and hold out a random `val_frac` of them (or, with `val_text`, validate on its
     items); `vocab`: a resumed run's vocabulary (else built from the items and the boundary)."""
     boundary = boundary_for(separator)
     if separator != "line" and RECORD_SEPARATOR in text:
         raise CharlstmError(f"{source} contains U+001E (record separator), the items' boundary symbol; remove it")
-    items = split_text(text, separator)
+    items = split_text(text, separator, strip=tag_field is None)
     if not items:
         raise CharlstmError(f"{source}: no items (every line or part is empty)")
+    item_tags: list[str] = []
+    val_tags: list[str] = []
+    if tag_field is not None:
+        items, item_tags = split_fields(items, tag_field, field_sep, source)
     if val_text is not None:
-        train_items, val_items = items, split_text(val_text, separator)
+        train_items, val_items = items, split_text(val_text, separator, strip=tag_field is None)
+        if tag_field is not None:
+            val_items, val_tags = split_fields(val_items, tag_field, field_sep, f"{source} (--val-file)")
     else:
         n_val = int(round(len(items) * val_frac))
         if val_frac > 0 and len(items) >= 10:
@@ -111,6 +154,9 @@ def split_items(
         picked[np.random.default_rng([seed, 17]).permutation(len(items))[:n_val]] = True
         train_items = [s for s, v in zip(items, picked, strict=True) if not v]
         val_items = [s for s, v in zip(items, picked, strict=True) if v]
+        if tag_field is not None:
+            val_tags = [t for t, v in zip(item_tags, picked, strict=True) if v]
+            item_tags = [t for t, v in zip(item_tags, picked, strict=True) if not v]
     if not train_items:
         raise CharlstmError(f"{source}: no items left to train on after holding out validation items")
     train_text, val_text_ = _stream(train_items, boundary), _stream(val_items, boundary)
@@ -133,4 +179,15 @@ def split_items(
         "max_len": max(len(s) for s in items),
         "fingerprints": {"train": pack(fingerprints(seen_train)), "validation": pack(fingerprints(seen_val))},
     }
-    return ItemText(vocab, int(b), train, val, record)
+    if tag_field is None:
+        return ItemText(vocab, int(b), train, val, record)
+    from charlstm.data.tags import tag_dtype
+
+    names = list(tag_names or []) + [t for t in dict.fromkeys(item_tags + val_tags) if t not in (tag_names or [])]
+    if len(names) < 2:
+        raise CharlstmError(f"{source}: every item has the tag {names[0]!r}; a tagged model needs at least two")
+    dtype = tag_dtype(len(names))
+    index = {t: i for i, t in enumerate(names)}
+    train_t = _stream_tags(train, int(b), [index[t] for t in item_tags], dtype)
+    val_t = _stream_tags(val, int(b), [index[t] for t in val_tags], dtype) if val_tags else np.zeros(len(val), dtype)
+    return ItemText(vocab, int(b), train, val, record, names, train_t, val_t)

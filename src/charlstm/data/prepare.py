@@ -39,6 +39,7 @@ from charlstm.data.prepared import (
     open_prepared,
 )
 from charlstm.data.sources import CHUNK_BYTES, SourceText, TextOptions, hash_files
+from charlstm.data.tags import spans_record
 from charlstm.data.vocab import Vocabulary
 from charlstm.errors import CharlstmError
 from charlstm.fileio import _UMASK
@@ -135,6 +136,7 @@ def prepare(
     chunk_bytes: int = CHUNK_BYTES,
     resolved: Sequence[SourceFiles] | None = None,
     records: list[dict[str, Any]] | None = None,
+    tags: Sequence[str] | None = None,
     **settings: Any,
 ) -> PreparedCorpus:
     """Encode `sources` (files, folders, named corpora; joined with one newline) once, streaming.
@@ -142,6 +144,7 @@ def prepare(
     out: a directory to create (ids.bin + corpus.json, built under a temporary name and renamed when
     complete, so an interrupted run leaves nothing that looks finished); None keeps the ids in memory.
     options, or the same as keywords (settings): the text options, as `train` takes them.
+    tags: each source's tag (data/tags.py): corpus.json then records where each tag's ids lie.
     """
     opts = options or TextOptions(**settings)
     opts.validate()
@@ -180,6 +183,7 @@ def prepare(
         lambda p: _count(text.pieces(p)),
     )
     text.check_not_empty()
+    ends = [min(e, n_text) for e in text.ends] + [n_text] * (len(found) - len(text.ends))
     if n_text == 0:
         name = found[0].location if len(found) == 1 else "the sources"
         raise CharlstmError(f"{name}: no text left after preprocessing (--ascii-only / Gutenberg stripping)")
@@ -238,6 +242,7 @@ def prepare(
             "ids": {"file": IDS_FILE, "dtype": vocab.dtype.name, "count": n_all, "sha256": ids_sha},
             "chars": {"text": n_train, "validation_file": n_val},
             "split": {"train": [0, cut], "validation": [cut, n_all]},
+            **({"tags": spans_record(list(dict.fromkeys(tags)), tags, ends)} if tags else {}),
             "bytes_read": total,
             "seconds": round(time.time() - started, 3),
         }

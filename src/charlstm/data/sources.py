@@ -273,6 +273,7 @@ class SourceText:
         self.chunk_bytes = chunk_bytes
         self.bounds: list[tuple[int, int | None]] = [(0, None)] * len(sources)
         self.stats = [_SourceStats() for _ in sources]
+        self.ends: list[int] = []
 
     def _raw(self, i: int, progress: Callable[[int], None]) -> Iterator[str]:
         self.stats[i] = _SourceStats()
@@ -296,11 +297,18 @@ class SourceText:
                 else:
                     yield preprocess(piece, normalize=o.normalize, lowercase=o.lowercase, ascii_only=o.ascii_only)
 
+        self.ends = []  # where each source's characters end (a tagged corpus' spans; past max_chars: cut)
+
         def joined() -> Iterator[str]:
+            pos = 0
             for i in range(len(self.sources)):
                 if i:
+                    pos += 1
                     yield "\n"  # between sources, as between the files of a folder
-                yield from source(i)
+                for piece in source(i):
+                    pos += len(piece)
+                    yield piece
+                self.ends.append(pos)
 
         return _take(joined(), self.max_chars)
 

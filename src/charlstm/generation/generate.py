@@ -29,7 +29,7 @@ def default_prime(network: Network, rng: np.random.Generator) -> str:
     meta = network.meta
     if meta.get("items"):
         return str(meta["items"]["boundary"])
-    seeds = meta.get("seeds") or []
+    seeds = (meta.get("tag_seeds") or {}).get(network.tag) or meta.get("seeds") or []  # a tag's own text
     if seeds:
         return str(seeds[int(rng.integers(len(seeds)))])
     return "\n" if "\n" in network.vocab else network.vocab.chars[0]
@@ -122,6 +122,7 @@ def start(
         CharlstmError: the prime has characters outside the vocabulary (unknown="error") or none left
             (field "prime"); a setting the model cannot take (max_repeat "auto", logit_bias ids).
     """
+    network = network.with_tag(settings.tag)  # a tagged model in the asked tag (generation/tags.py)
     procs = processors_for(network, settings, processors)
     if prime is None:
         prime = default_prime(network, np.random.default_rng(settings.seed))

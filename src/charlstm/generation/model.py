@@ -68,6 +68,8 @@ class CharModel:
     meta = property(lambda self: self.network.meta, doc="The model file's charlstm record.")
     window = property(lambda self: self.network.window, doc="The input window of a classic model, else None.")
     path = property(lambda self: self.network.path, doc="Where the model was loaded from.")
+    tags = property(lambda self: self.network.tags, doc="A tagged model's tags, in id order (else ()).")
+    tag = property(lambda self: self.network.tag, doc="The tag this model generates in (None: untagged).")
 
     # -- description --------------------------------------------------------------------------------
     @property
@@ -112,9 +114,29 @@ class CharModel:
     def initial_state(self, batch: int = 1) -> State:
         return self.network.initial_state(batch)
 
-    def forward(self, ids: np.ndarray, state: State | None = None) -> tuple[np.ndarray, State]:
-        """Logits (B, T, V) for ids (B, T), continuing from `state` (`Network.forward`)."""
-        return self.network.forward(ids, state)
+    def forward(
+        self, ids: np.ndarray, state: State | None = None, tags: np.ndarray | None = None
+    ) -> tuple[np.ndarray, State]:
+        """Logits (B, T, V) for ids (B, T), continuing from `state` (`Network.forward`; tags: one per row)."""
+        return self.network.forward(ids, state, tags)
+
+    # -- tags (generation/tags.py) ----------------------------------------------------------------------
+    def with_tag(self, tag: str | None) -> CharModel:
+        """This model generating, scoring and evaluating in `tag` (a tagged model): a view sharing the
+        weights (`Network.with_tag`). An unknown tag is one line naming the tags the model knows."""
+        network = self.network.with_tag(tag)
+        if network is self.network:
+            return self
+        view = CharModel(network=network, file_bytes=self.file_bytes)
+        view.copy_checkers = self.copy_checkers
+        return view
+
+    def classify(self, text: str, unknown: str = "skip") -> Any:
+        """Which tag is `text` in? The posterior over the tags from the text's likelihood under each, in one
+        batched pass (`tags.classify`: a `Classified` with `.best`, `.ranked()`, `.to_json()`)."""
+        from charlstm.generation.tags import classify
+
+        return classify(self.network, text, unknown=unknown)
 
     def logits(self, text_or_ids: str | np.ndarray) -> np.ndarray:
         """Logits (T, V) of one sequence read from the zero state (`Network.logits`)."""

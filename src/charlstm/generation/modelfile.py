@@ -22,7 +22,8 @@ from charlstm.errors import CharlstmError
 
 META_ENTRY = "charlstm.json"
 FORMAT = "charlstm-model"
-SUPPORTED = {"InputLayer", "CategoryEncoding", "Embedding", "LSTM", "GRU", "Dropout", "Dense", "Activation", "Softmax"}
+SUPPORTED = {"InputLayer", "CategoryEncoding", "Embedding", "LSTM", "GRU", "Dropout", "Dense", "Activation", "Softmax",
+             "Concatenate"}  # Concatenate: a tagged model's [character, tag embedding] input (generation/tags.py)
 # a softmax head is sampled from its inputs, the logits: softmax(z) and z give the same distribution
 HEAD_ACTIVATIONS = ("linear", "softmax")
 
@@ -47,11 +48,12 @@ def check_layers(layer_cfgs: Sequence[dict[str, Any]], path: str | None = None) 
     unsupported = sorted(set(classes) - SUPPORTED)
     if unsupported:
         raise CharlstmError(f"{where}: layers the NumPy runtime cannot run: {', '.join(unsupported)}")
-    head = False
+    head = seen_rnn = False
     for lc in layer_cfgs:
         cls, cfg = lc["class_name"], lc.get("config", {})
         name = cfg.get("name", cls)
         if cls in ("LSTM", "GRU"):
+            seen_rnn = True
             if head:
                 raise CharlstmError(f"{where}: {name} comes after the Dense head; the runtime needs the head last")
             plain = (
@@ -78,6 +80,8 @@ def check_layers(layer_cfgs: Sequence[dict[str, Any]], path: str | None = None) 
         elif cls in ("Activation", "Softmax"):
             if not head or (cls == "Activation" and _activation(cfg.get("activation")) not in HEAD_ACTIVATIONS):
                 raise CharlstmError(f"{where}: {name}: only a softmax after the Dense head is supported")
+        elif cls == "Concatenate" and (seen_rnn or cfg.get("axis", -1) != -1 or name != "with_tag"):
+            raise CharlstmError(f"{where}: {name}: only a tagged model's input (with_tag) may concatenate layers")
         elif cls == "CategoryEncoding" and cfg.get("output_mode", "one_hot") != "one_hot":
             raise CharlstmError(f"{where}: {name}: CategoryEncoding must be one_hot")
 

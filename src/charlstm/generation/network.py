@@ -12,6 +12,7 @@ layer's input projection is folded into a (V, gates) table, so a step starts wit
 
 from __future__ import annotations
 
+import copy
 import unicodedata
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,7 @@ import numpy as np
 from charlstm.data.vocab import Vocabulary
 from charlstm.errors import CharlstmError
 from charlstm.generation.modelfile import check_layers, read_weights
+from charlstm.generation.tags import split_tables, tag_index
 
 State = list[tuple[np.ndarray, ...]]  # per layer: (h, c) for LSTM, (h,) for GRU, each (B, units)
 UNKNOWN_CHAR = "\ufffd"  # what the unknown symbol's id generates as
@@ -181,6 +183,7 @@ class Network:
         meta: dict[str, Any],
         window: int | None = None,
         path: str | None = None,
+        tag_table: np.ndarray | None = None,
     ) -> None:
         self.vocab = vocab
         self.layers = layers
@@ -190,7 +193,16 @@ class Network:
         self.window = window
         self.path = path
         self.chars: tuple[str, ...] = (*vocab.chars, UNKNOWN_CHAR)
-        self.table0 = layers[0].input_table(input_table)  # (V, G*u): layer 0's projected input per id
+        self.tags: tuple[str, ...] = tuple(meta.get("tags") or ())  # a tagged model's tags, in id order
+        self.tag: str | None = None  # the tag this network generates in (`with_tag`; None: untagged)
+        self.tag_table0: np.ndarray | None = None  # (K, G*u): each tag's share of layer 0's input (tags.py)
+        if tag_table is not None:
+            rows = input_table.shape[1] if input_table is not None else vocab.size
+            self.base_table0, self.tag_table0 = split_tables(layers[0], input_table, tag_table, rows)
+            self.tag = self.tags[0]  # the first tag until `with_tag` picks one
+            self.table0 = self.base_table0 + self.tag_table0[0]
+        else:
+            self.table0 = layers[0].input_table(input_table)  # (V, G*u): layer 0's projected input per id
         self.sampling_bias = dense_bias.copy()  # (V,)
         if vocab.unknown_id is not None:
             self.sampling_bias[vocab.unknown_id] = -np.inf
@@ -221,13 +233,30 @@ class Network:
         """The ids of `text` after `prepare`; unknown: error, skip or replace characters outside the vocabulary."""
         return self.vocab.encode(self.prepare(text), unknown=unknown)
 
+    def with_tag(self, tag: str | None) -> Network:
+        """This network in `tag` (a tagged model; None: as it is): a view sharing the weights whose layer-0
+        table has the tag's row added, so a step costs what an untagged one does (generation/tags.py). An
+        unknown tag, or a tag for an untagged model, is one line naming the tags it knows (field "tag")."""
+        if tag is None:
+            return self
+        k = tag_index(self.tags, tag, self.name)
+        if self.tags[k] == self.tag:
+            return self
+        view = copy.copy(self)
+        view.tag = self.tags[k]
+        view.table0 = np.ascontiguousarray(self.base_table0 + self.tag_table0[k], dtype=np.float32)  # (V, G*u)
+        return view
+
     # -- running the layers ---------------------------------------------------------------------------------
     def initial_state(self, batch: int = 1) -> State:
         """The zero state for `batch` rows."""
         return [layer.zero_state(batch) for layer in self.layers]
 
-    def forward(self, ids: np.ndarray, state: State | None = None) -> tuple[np.ndarray, State]:
+    def forward(
+        self, ids: np.ndarray, state: State | None = None, tags: np.ndarray | None = None
+    ) -> tuple[np.ndarray, State]:
         """Logits (B, T, V) for ids (B, T), continuing from `state` (zero if None); returns the new state.
+        tags (B,): a tagged model's tag id for each row (`tags.classify`), instead of this view's tag.
 
         Layer by layer over the whole sequence, so inputs above the first layer are projected with one
         matmul per layer rather than one per step. Always on one BLAS thread: a matrix product split over
@@ -241,6 +270,8 @@ class Network:
         state = list(state) if state is not None else self.initial_state(batch)
         with OneBlasThread(True):
             xproj = self.table0[ids]  # (B, T, G*u)
+            if tags is not None:  # each row in its own tag
+                xproj = self.base_table0[ids] + self.tag_table0[np.asarray(tags)][:, None, :]
             hidden = None
             for n, layer in enumerate(self.layers):
                 if n > 0:
@@ -291,7 +322,7 @@ def network_from_parts(
     check_layers(layer_cfgs, path)
     per_layer = read_weights(weights, classes) if isinstance(weights, bytes) else weights
     vocab = Vocabulary.from_json(meta["vocab"])
-    input_table = None
+    input_table = tag_table = None
     rnn: list[RecurrentLayer] = []
     dense = None
     window = None
@@ -301,6 +332,8 @@ def network_from_parts(
             shape = cfg.get("batch_shape") or cfg.get("batch_input_shape")
             if shape and len(shape) > 1 and shape[1] is not None:
                 window = int(shape[1])
+        elif cls == "Embedding" and cfg.get("name") == "tag_embedding":  # a tagged model's (training/model.py)
+            tag_table = w[0]
         elif cls == "Embedding":
             input_table = w[0]
         elif cls in ("LSTM", "GRU"):
@@ -309,7 +342,10 @@ def network_from_parts(
             dense = (w[0], w[1])
     if not rnn or dense is None:
         raise CharlstmError(f"{path or 'model'}: expected recurrent layers and a Dense head")
+    if tag_table is not None and len(meta.get("tags") or ()) != len(tag_table):
+        raise CharlstmError(f"{path or 'model'}: a tag embedding of {len(tag_table)} rows, but charlstm.json lists "
+                            f"{len(meta.get('tags') or ())} tags")
     return Network(
         vocab=vocab, input_table=input_table, layers=rnn, dense_kernel=dense[0], dense_bias=dense[1], meta=meta,
-        window=window, path=path,
+        window=window, path=path, tag_table=tag_table,
     )

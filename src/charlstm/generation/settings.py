@@ -57,6 +57,7 @@ class GenerationSettings:
         beam: beam search of this width instead of sampling (num_samples <= beam of its best are returned);
             None: off.
         length_penalty: beam search ranks finished texts by log-probability / length ** length_penalty.
+        tag: a tagged model's tag to generate in (None: its first tag; an untagged model takes none).
 
     Raises:
         CharlstmError: a setting out of range, with `field` naming it (checked in the order above, sampling
@@ -99,6 +100,7 @@ class GenerationSettings:
     best_of: int | None = None
     beam: int | None = None
     length_penalty: float = 1.0
+    tag: str | None = None
 
     def __post_init__(self) -> None:
         check_options(self.temperature, self.top_k, self.top_p, self.min_p, self.typical_p)
@@ -118,6 +120,8 @@ class GenerationSettings:
             raise CharlstmError(f"num-samples must be an integer >= 1, got {self.num_samples}", "num_samples")
         if self.context not in CONTEXTS:
             raise CharlstmError(f"context must be 'stateful' or 'window', got {self.context!r}", "context")
+        if self.tag is not None and not isinstance(self.tag, str):
+            raise CharlstmError(f"tag must be a string, got {self.tag!r}", "tag")
         stop = self.stop
         object.__setattr__(self, "stop", (stop,) if isinstance(stop, str) else tuple(stop or ()))
         words = self.must_include

@@ -186,7 +186,7 @@ def create_app(entries: Sequence[Entry], limits: Limits | None = None, token: st
 
     async def start(request: Request, req: GenerateRequest) -> AsyncIterator[Started]:  # type: ignore[valid-type]
         """Check the request and start its generation; when the response ends (or the client leaves), stop it."""
-        entry = service.entry(req.model)
+        entry = service.with_tag(service.entry(req.model), req.tag)
         with request_errors():
             settings = req.settings(length=req.length, seed=req.seed, num_samples=req.num_samples,
                                     stop=stops_for(entry, req.stop))

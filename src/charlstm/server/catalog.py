@@ -51,6 +51,7 @@ class Entry:
             "preprocessing": m.preprocessing,
             "copy_check": self.copies is not None,
             "items": m.is_items,
+            "tags": list(getattr(m, "tags", ()) or ()),  # a tagged model: generate with one of these
         }
 
 
@@ -137,7 +138,7 @@ def load_entries(paths: list[str]) -> list[Entry]:
             is_run = True
         else:
             model_path = p
-            name = p.stem
+            name = file_name(p)
             metrics, samples, is_run = [], [], False
         model = load(model_path)
         base, n = name, 2
@@ -146,6 +147,19 @@ def load_entries(paths: list[str]) -> list[Entry]:
         names.add(name)
         entries.append(Entry(name, model, str(model_path), metrics, samples, is_run, _copy_check(model, name)))
     return entries
+
+
+RUN_FILES = ("model", "best", "last")  # what a run directory holds (training/trainer.py)
+
+
+def file_name(path: Path) -> str:
+    """A model file's name in the API: its stem, but a run's model.keras (best.keras, last.keras) is named
+    after its run folder ("shakespeare-20260101-120000", "...-best"), so two runs do not serve as "model" and
+    "model-2"."""
+    parent = path.resolve().parent
+    if path.stem in RUN_FILES and ((parent / "config.json").is_file() or (parent / "metrics.csv").is_file()):
+        return parent.name if path.stem == "model" else f"{parent.name}-{path.stem}"
+    return path.stem
 
 
 def _copy_check(model: CharModel, name: str) -> Any:

@@ -154,7 +154,7 @@ def openai_router(service: Service, request_model: type, check_token: Callable[.
             "data": [
                 {"id": name, "object": "model", "created": created, "owned_by": "charlstm",
                  "max_model_len": service.limits.max_length}
-                for name in service.entries
+                for name in service.model_ids()  # a tagged model's tags too, as MODEL:TAG
             ],
         }
 

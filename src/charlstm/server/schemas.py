@@ -89,6 +89,9 @@ def make_schemas(limits: Limits) -> SimpleNamespace:
         model_config = ConfigDict(extra="forbid")
 
         model: str | None = Field(None, description="model name (GET /api/models); default: the first")
+        tag: Annotated[str, Field(max_length=200)] | None = Field(
+            None, description="a tagged model's tag to generate in (GET /api/models: tags); default: its first"
+        )
         prime: Prime | None = Field(
             None, description="text to start from; default: a seed from the model's training text"
         )
@@ -215,6 +218,7 @@ class ModelInfo(BaseModel):
     items: bool = Field(False, description="an items model: each sample is one whole item, marked new or seen")
     copy_check: bool = Field(False, description="the server found the training text: generations say what they copy")
     preprocessing: dict[str, Any]
+    tags: list[str] = Field([], description="a tagged model's tags: send one as `tag` (OpenAI API: MODEL:TAG)")
 
 
 class GenerateResponse(BaseModel):

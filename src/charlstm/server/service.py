@@ -12,7 +12,7 @@ import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import SimpleNamespace
 from typing import Any
 
@@ -128,6 +128,7 @@ class Service:
 
     def __init__(self, entries: Sequence[Entry], limits: Limits) -> None:
         self.entries = {e.name: e for e in entries}
+        self.tagged: dict[str, Entry] = {}  # MODEL:TAG entries, made on first use (`with_tag`)
         self.limits = limits
         self.batchers: dict[str, Batcher] = {}
         self.searches = 0  # beam searches running (each in a worker thread)
@@ -149,7 +150,8 @@ class Service:
 
     def batcher(self, name: str) -> Batcher:
         if name not in self.batchers:
-            self.batchers[name] = Batcher(self.entries[name].model, name)
+            entry = self.entries.get(name) or self.tagged[name]
+            self.batchers[name] = Batcher(entry.model, name)
         return self.batchers[name]
 
     def close(self) -> None:
@@ -166,12 +168,39 @@ class Service:
     def entry(self, name: str | None, status: int = 422) -> Entry:
         if name is None:
             return next(iter(self.entries.values()))
-        entry = self.entries.get(name)
+        entry = self.entries.get(name) or self._tag_entry(name)
         if entry is None:
             known = ", ".join(self.entries)
             raise ApiError(status, f"no model named {name!r}; this server has: {known}", "model",
                            "invalid_request_error" if status == 422 else "not_found_error")
         return entry
+
+    def _tag_entry(self, name: str) -> Entry | None:
+        """A tagged model's tag served as its own model, `MODEL:TAG` (None if `name` is no such thing)."""
+        base, sep, tag = name.rpartition(":")
+        entry = self.entries.get(base) if sep else None
+        if entry is None or tag not in entry.model.tags:
+            return None
+        return self.with_tag(entry, tag)
+
+    def with_tag(self, entry: Entry, tag: str | None) -> Entry:
+        """`entry` generating in `tag` (None: as it is): an entry of its own, `MODEL:TAG`, with its own
+        batcher (rows stepped together share one network, and a tag is a network view: generation/tags.py).
+        An unknown tag is a 422 naming the tags the model knows."""
+        if tag is None:
+            return entry
+        name = f"{entry.name}:{tag}"
+        if name not in self.tagged:
+            try:
+                model = entry.model.with_tag(tag)
+            except CharlstmError as exc:
+                raise api_error(exc, {"tag": "tag"}) from None
+            self.tagged[name] = replace(entry, name=name, model=model)
+        return self.tagged[name]
+
+    def model_ids(self) -> list[str]:
+        """Every served model's name, and a tagged model's `MODEL:TAG` for each of its tags."""
+        return [n for name, e in self.entries.items() for n in (name, *(f"{name}:{t}" for t in e.model.tags))]
 
     def generate(
         self,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 
@@ -23,7 +24,7 @@ from charlstm.training.recipes import TrainConfig
 
 
 # -- phase 4: budget (only with a time budget) ---------------------------------------------------------------
-def _probe(config: TrainConfig, vocab: Vocabulary, batch: tuple[np.ndarray, np.ndarray]):
+def _probe(config: TrainConfig, vocab: Vocabulary, batch: tuple[Any, np.ndarray]):
     """measure(layers, units) -> target characters per second, from a few timed training steps."""
     import keras
 
@@ -31,9 +32,10 @@ def _probe(config: TrainConfig, vocab: Vocabulary, batch: tuple[np.ndarray, np.n
 
     x, y = batch
     targets = int(np.prod(y.shape))
+    num_tags = int(np.max(x["tags"])) + 1 if isinstance(x, dict) else 0  # a tagged network (as fast at any count)
 
     def measure(layers: int, units: int) -> float:
-        spec = replace(model_spec(config, vocab), layers=layers, units=units)
+        spec = replace(model_spec(config, vocab, num_tags), layers=layers, units=units)
         model = build_model(spec, config.mixed_precision)
         compile_model(model, config, 1)
         model.train_on_batch(x, y)  # compiles
@@ -124,18 +126,31 @@ def limit_validation(
     if chars is None or len(text.val_ids) <= chars or data.val is None:
         return
     dist = dist or strategies.Distributed()
-    ids, batch = text.val_ids[:chars], config.batch_size * dist.replicas
+    ids, batch, tags = text.val_ids[:chars], config.batch_size * dist.replicas, None
+    if text.val_tags is not None:  # a tagged run: the bound shared by the tags, each its first share
+        every = np.asarray(text.val_tags)
+        keep = np.zeros(len(every), bool)
+        for t in range(len(text.tag_names or [])):
+            keep[np.flatnonzero(every == t)[: chars // len(text.tag_names)]] = True
+        ids, tags = np.asarray(text.val_ids)[keep], every[keep]
     if text.items is not None:  # whole items: up to the last boundary within the bound
         from charlstm.data.item_batches import ItemBatches
 
         b = text.items.boundary
         ends = np.flatnonzero(np.asarray(ids) == b)
-        ids = ids[: int(ends[-1]) + 1] if len(ends) > 1 else text.val_ids
-        val = ItemBatches(ids, b, config.seq_len, batch, config.seed, shuffle=False)
+        if len(ends) > 1:
+            ids, tags = ids[: int(ends[-1]) + 1], None if tags is None else tags[: int(ends[-1]) + 1]
+        else:
+            ids, tags = text.val_ids, text.val_tags
+        val = ItemBatches(ids, b, config.seq_len, batch, config.seed, shuffle=False, tags=tags)
     elif config.mode == "windows":
         val = make_window_batches(ids, config.maxlen, config.step, batch, config.seed, shuffle=False)
     else:
-        val = make_sequence_batches(ids, config.seq_len, batch, config.seed, shuffle=False)
+        val = make_sequence_batches(ids, config.seq_len, batch, config.seed, shuffle=False, tags=tags)
+    if tags is not None:  # the loss per tag over the same bounded text
+        from charlstm.training.plan import tag_validation
+
+        data.tag_val = tag_validation(config, replace(text, val_ids=ids, val_tags=tags), batch)
     val.distribute(dist.replicas, dist.process_id, dist.num_processes)
     data.val = val if len(val) else data.val
 

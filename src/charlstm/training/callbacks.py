@@ -120,3 +120,28 @@ class BitsPerChar(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if logs is not None:
             add_bits(logs)
+
+
+class TagLosses(keras.callbacks.Callback):
+    """A tagged run's validation loss per tag (`val_loss_TAG`, nats/char; bits too) in the epoch's logs, so
+    metrics.csv and loss.png show each tag: every tag's held-out text read on its own, once an epoch."""
+
+    def __init__(self, per_tag: list[tuple[str, Any]]) -> None:
+        super().__init__()
+        self.per_tag = per_tag
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if logs is None or "val_loss" not in logs:
+            return
+        for name, batches in self.per_tag:
+            total, count = 0.0, 0
+            for x, y in batches.epoch_batches(0):
+                logits = np.asarray(self.model.predict_on_batch(x), dtype=np.float64)  # (B, T, V)
+                top = logits.max(axis=-1, keepdims=True)
+                logz = np.log(np.exp(logits - top).sum(axis=-1)) + top[..., 0]
+                picked = np.take_along_axis(logits, y[..., None].astype(np.int64), axis=-1)[..., 0]
+                total += float((logz - picked).sum())
+                count += y.size
+            if count:
+                logs[f"val_loss_{name}"] = total / count
+                logs[f"val_bpc_{name}"] = total / count / LN2

@@ -78,6 +78,7 @@ class Checkpoints(keras.callbacks.Callback):
             "val_bpc": logs.get("val_bpc"),
             "lr": float(np.asarray(self.model.optimizer.learning_rate)),
             "partial": int(partial),  # 1: the budget (or a signal) ended this row's interval early
+            **{k: v for k, v in logs.items() if k.startswith(("val_loss_", "val_bpc_"))},  # per tag (TagLosses)
         })
         save_model(self.model, self.run_dir / "last.keras", self.meta(self._state(epoch + 1)))
         if improved:

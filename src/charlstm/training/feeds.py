@@ -9,6 +9,7 @@ those batches to `fit`: through tf.data on the TensorFlow and JAX backends, as a
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -50,7 +51,8 @@ def _feed(batches: EpochBatches, epoch_numbers, first_epoch: int, skip: int = 0)
     import tensorflow as tf
 
     x, y = batches.rows(batches.epoch_rows(first_epoch)[:1])
-    x_shape, y_shape = (None, *x.shape[1:]), (None, *y.shape[1:])
+    y_shape = (None, *y.shape[1:])
+    x_shape = (None, *x.shape[1:]) if not isinstance(x, dict) else None
 
     def epoch_rows(epoch: np.int64) -> np.ndarray:
         return batches.epoch_rows(int(epoch)).astype(np.int64, copy=False)
@@ -59,9 +61,21 @@ def _feed(batches: EpochBatches, epoch_numbers, first_epoch: int, skip: int = 0)
         rows = tf.numpy_function(epoch_rows, [epoch], tf.int64, stateful=False)
         return tf.data.Dataset.from_tensor_slices(tf.ensure_shape(rows, [None])).batch(batches.local_batch_size)
 
-    def gather(starts: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        bx, by = tf.numpy_function(batches.rows, [starts], (tf.int32, tf.int32), stateful=False)
-        return tf.ensure_shape(bx, x_shape), tf.ensure_shape(by, y_shape)
+    if isinstance(x, dict):  # tagged: (chars, tags) in, as the model's two named inputs (data/tags.py)
+        x_shape = (None, *x["chars"].shape[1:])
+
+        def tagged_rows(starts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            bx, by = batches.rows(starts)
+            return bx["chars"], bx["tags"], by
+
+        def gather(starts: tf.Tensor) -> tuple[Any, tf.Tensor]:
+            bx, bt, by = tf.numpy_function(tagged_rows, [starts], (tf.int32, tf.int32, tf.int32), stateful=False)
+            return ({"chars": tf.ensure_shape(bx, x_shape), "tags": tf.ensure_shape(bt, x_shape)},
+                    tf.ensure_shape(by, y_shape))
+    else:
+        def gather(starts: tf.Tensor) -> tuple[Any, tf.Tensor]:
+            bx, by = tf.numpy_function(batches.rows, [starts], (tf.int32, tf.int32), stateful=False)
+            return tf.ensure_shape(bx, x_shape), tf.ensure_shape(by, y_shape)
 
     return (
         epoch_numbers.flat_map(one_epoch)

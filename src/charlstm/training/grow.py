@@ -103,3 +103,21 @@ def grow_model(model: Any, old_model: Any, old: Vocabulary, new: Vocabulary, cou
                            frequencies(new, counts))
     model.set_weights(weights)
 
+
+
+def grow_tags(model: Any, old_model: Any, grow: dict[str, Any] | None) -> None:
+    """Set a (new, built) tagged Keras model's weights from the old tagged one's, layer by layer: the tag
+    embedding gains a row per new tag (the mean of the old tags' rows; the old rows, and so the old tags'
+    outputs, unchanged), and `grow` (the vocabulary's, if it grew too) applies to the vocabulary-sized layers."""
+    for layer in model.layers:
+        new = layer.get_weights()
+        if not new:
+            continue
+        old = [np.asarray(w) for w in old_model.get_layer(layer.name).get_weights()]
+        if layer.name == "tag_embedding" and old[0].shape != new[0].shape:
+            extra = np.repeat(old[0].mean(axis=0, keepdims=True), new[0].shape[0] - old[0].shape[0], axis=0)
+            old = [np.concatenate([old[0], extra]).astype(old[0].dtype)]
+        elif grow is not None and [w.shape for w in old] != [w.shape for w in new]:
+            old = grow_weights(old, [tuple(w.shape) for w in new], grow["old"].size,
+                               id_mapping(grow["old"], grow["new"]), frequencies(grow["new"], grow["counts"]))
+        layer.set_weights(old)

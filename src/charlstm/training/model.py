@@ -30,6 +30,8 @@ class ModelSpec:
     units: int = 128
     dropout: float = 0.0
     window: int | None = None  # fixed input length + last-step output (the lesson); None: every position
+    num_tags: int = 0  # > 0: a second input, the tag id at every position, embedded beside the character
+    tag_dim: int = 16
 
     def validate(self) -> None:
         if self.cell not in CELLS:
@@ -43,7 +45,10 @@ class ModelSpec:
             raise CharlstmError(f"--dropout must be in [0, 1), got {self.dropout}")
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if not self.num_tags:  # an untagged model's record as before tags existed
+            del data["num_tags"], data["tag_dim"]
+        return data
 
 
 # --mixed-precision values -> Keras dtype policies (variables stay float32; the math runs in 16 bits)
@@ -77,6 +82,11 @@ def build_model(spec: ModelSpec, mixed_precision: str | None = None) -> Any:
         )
     else:
         x = keras.layers.Embedding(spec.vocab_size, spec.embedding_dim, name="embedding", dtype=policy)(inputs)
+    if spec.num_tags:  # the tag at every position, embedded and set beside the character's input to layer 0
+        tags = keras.Input(shape=(spec.window,), dtype="int32", name="tags")
+        t = keras.layers.Embedding(spec.num_tags, spec.tag_dim, name="tag_embedding", dtype=policy)(tags)
+        x = keras.layers.Concatenate(name="with_tag", dtype=policy)([x, t])
+        inputs = {"chars": inputs, "tags": tags}
     rnn = keras.layers.LSTM if spec.cell == "lstm" else keras.layers.GRU
     for n in range(spec.layers):
         last = n == spec.layers - 1
@@ -89,8 +99,8 @@ def build_model(spec: ModelSpec, mixed_precision: str | None = None) -> Any:
     return keras.Model(inputs, logits, name=f"charlstm_{spec.cell}")
 
 
-def model_spec(config: TrainConfig, vocab: Vocabulary) -> ModelSpec:
-    """The network a config describes, for a vocabulary."""
+def model_spec(config: TrainConfig, vocab: Vocabulary, num_tags: int = 0) -> ModelSpec:
+    """The network a config describes, for a vocabulary (and `num_tags` tags: a tagged model)."""
     return ModelSpec(
         vocab_size=vocab.size,
         input=config.input,
@@ -100,6 +110,8 @@ def model_spec(config: TrainConfig, vocab: Vocabulary) -> ModelSpec:
         units=config.units,
         dropout=config.dropout,
         window=config.maxlen if config.mode == "windows" else None,
+        num_tags=num_tags,
+        tag_dim=config.tag_dim,
     )
 
 

@@ -46,6 +46,7 @@ class Plan:
     explicit: dict[str, Any] = field(default_factory=dict)  # settings given (not recipe defaults; they beat any rule)
     added_time: float | None = None  # seconds this call adds (a fresh budgeted run: all of them)
     grow: dict[str, Any] | None = None  # fine-tuning that adds characters: old and new vocabulary, counts (grow.py)
+    tag_grow: dict[str, Any] | None = None  # fine-tuning that adds tags: old and new tag lists (grow.py)
     entered: float = field(default_factory=time.monotonic)  # when train() began (start-up is measured from here)
 
     @property
@@ -63,6 +64,9 @@ class Text:
     train_ids: np.ndarray  # or batches.RemappedIds when a fine-tuned model's vocabulary numbers differently
     val_ids: np.ndarray
     items: Any = None  # data.items.ItemText of a list (--items): the ids above are its B item B ... streams
+    tag_names: list[str] | None = None  # a tagged text (data/tags.py): the tags, and the tag id at every position
+    train_tags: np.ndarray | None = None
+    val_tags: np.ndarray | None = None
 
 
 @dataclass
@@ -70,6 +74,7 @@ class Data:
     train: Any  # batches.EpochBatches
     val: Any | None
     steps: int  # batches per epoch
+    tag_val: list[tuple[str, Any]] = field(default_factory=list)  # a tagged run: (tag, its validation batches)
 
 
 @dataclass
@@ -180,6 +185,8 @@ def plan_run(
         init_meta = read_meta(init_from)
         base = init_meta["config"]
         arch = {k: base[k] for k in ARCHITECTURE_KEYS}
+        if base.get("tag_dim") is not None and base.get("tags"):  # a tagged model's tag embedding too
+            arch["tag_dim"] = base["tag_dim"]
         settings = {**arch, **{k: v for k, v in settings.items() if k not in arch}}
         recipe = base.get("recipe", recipe)
     config = make_config(recipe, **settings)
@@ -205,7 +212,8 @@ def read_text(plan: Plan) -> Text:
 
     config = plan.config
     explicit = {} if plan.resumed is not None else plan.explicit
-    corpus = corpus_for_training(plan.source, config.text, explicit=explicit, verbose=bool(config.verbose))
+    corpus = corpus_for_training(plan.source, config.text, explicit=explicit, verbose=bool(config.verbose),
+                                 tags=config.tags if config.tags in ("folder", "file") else None)
     config.text = corpus.options  # a prepared DIR brings its own text options: config.json tells what was used
     if plan.resumed is not None:
         if corpus.sha256 != plan.resumed["corpus"]["sha256"]:
@@ -221,10 +229,48 @@ def read_text(plan: Plan) -> Text:
     if config.items:
         return _item_text(plan, corpus, vocab if vocab is not corpus.vocab else None)
     table = _id_map(corpus.vocab, vocab, plan.init_from or plan.source)
+    if "tags" in corpus.meta:  # every tag's text split on its own (data/tags.py), in memory
+        from charlstm.data.tags import split_by_tag
+
+        config.tags = config.tags or "folder"
+        ids = RemappedIds(corpus.ids, table) if table is not None else corpus.ids  # the split is per tag
+        split = split_by_tag(ids, corpus.meta["tags"], config.text.val_frac, plan.source)
+        names, train_tags, val_tags = _tag_names(plan, split.names, split.train_tags, split.val_tags)
+        return Text(corpus, vocab, split.train_ids, split.val_ids, tag_names=names, train_tags=train_tags,
+                    val_tags=val_tags)
+    if model_tags(plan.resumed) or model_tags(plan.init_meta):
+        raise CharlstmError(f"{plan.init_from or plan.source}: the model is tagged; give the text's tags "
+                            "(--tags folder|file)")
     train_ids, val_ids = corpus.train_ids, corpus.val_ids
     if table is not None:
         train_ids, val_ids = RemappedIds(train_ids, table), RemappedIds(val_ids, table)
     return Text(corpus, vocab, train_ids, val_ids)
+
+
+def model_tags(meta: dict[str, Any] | None) -> list[str]:
+    """The tags a model (its charlstm.json metadata) was trained with; [] for an untagged one."""
+    return list((meta or {}).get("tags") or [])
+
+
+def _tag_names(plan: Plan, names: list[str], *tags: np.ndarray) -> tuple[Any, ...]:
+    """The model's tags: the text's (new), the run's (resumed) or the fine-tuned model's plus the new text's
+    new ones (appended: the old ids keep their meaning); each tag array renumbered into them."""
+    from charlstm.data.tags import tag_dtype
+
+    base = model_tags(plan.resumed) or model_tags(plan.init_meta)
+    if (plan.resumed is not None or plan.init_meta is not None) and not base:
+        raise CharlstmError(f"{plan.init_from or plan.run_dir}: the model has no tags; train a tagged model "
+                            "from scratch (fine-tuning cannot add the tag input)")
+    if not base:
+        return (names, *tags)
+    want = base + [n for n in names if n not in base]
+    if plan.init_meta is not None and len(want) > len(base):
+        plan.tag_grow = {"old": base, "new": want}
+        if plan.config.verbose:
+            print(f"charlstm: new tags added to the model: {', '.join(want[len(base):])}", flush=True)
+    table = np.array([want.index(n) for n in names], dtype=np.int64)
+    dtype = tag_dtype(len(want))
+    return (want, *(table[np.asarray(t, dtype=np.int64)].astype(dtype) for t in tags))
 
 
 def _grown(plan: Plan, corpus: Any, old: Vocabulary) -> Vocabulary:
@@ -264,8 +310,15 @@ def _item_text(plan: Plan, corpus: Any, vocab: Vocabulary | None) -> Text:
         text, val_text = decode(span(corpus.ids, 0, len(corpus.ids))), None
     opts = config.text
     items = split_items(text, config.item_sep, val_frac=opts.val_frac, seed=config.seed, val_text=val_text,
-                        vocab=vocab, max_vocab=opts.max_vocab, min_count=opts.min_count, source=plan.source)
-    return Text(corpus, items.vocab, items.train, items.val, items=items)
+                        vocab=vocab, max_vocab=opts.max_vocab, min_count=opts.min_count, source=plan.source,
+                        tag_field=config.tag_field, field_sep=config.item_field_sep)
+    if items.tag_names is None:
+        if model_tags(plan.resumed) or model_tags(plan.init_meta):
+            raise CharlstmError(f"{plan.source}: the model is tagged; give --tag-field N for the items' tags")
+        return Text(corpus, items.vocab, items.train, items.val, items=items)
+    names, train_tags, val_tags = _tag_names(plan, items.tag_names, items.train_tags, items.val_tags)
+    return Text(corpus, items.vocab, items.train, items.val, items=items, tag_names=names, train_tags=train_tags,
+                val_tags=val_tags)
 
 
 def _id_map(have: Vocabulary, want: Vocabulary, model: str) -> np.ndarray | None:
@@ -295,9 +348,9 @@ def make_data(config: TrainConfig, text: Text, dist: strategies.Distributed | No
         from charlstm.data.item_batches import ItemBatches
 
         b = text.items.boundary
-        train = ItemBatches(text.train_ids, b, config.seq_len, batch, config.seed)
-        val = ItemBatches(text.val_ids, b, config.seq_len, batch, config.seed, shuffle=False) if len(
-            text.val_ids) >= 2 else None
+        train = ItemBatches(text.train_ids, b, config.seq_len, batch, config.seed, tags=text.train_tags)
+        val = ItemBatches(text.val_ids, b, config.seq_len, batch, config.seed, shuffle=False,
+                          tags=text.val_tags) if len(text.val_ids) >= 2 else None
     elif config.mode == "windows":
         train = make_window_batches(text.train_ids, config.maxlen, config.step, batch, config.seed)
         val = (
@@ -306,9 +359,11 @@ def make_data(config: TrainConfig, text: Text, dist: strategies.Distributed | No
             else None
         )
     else:
-        train = make_sequence_batches(text.train_ids, config.seq_len, batch, config.seed)
+        train = make_sequence_batches(text.train_ids, config.seq_len, batch, config.seed, tags=text.train_tags,
+                                      balance=config.tag_balance == "equal")
         val = (
-            make_sequence_batches(text.val_ids, config.seq_len, batch, config.seed, shuffle=False)
+            make_sequence_batches(text.val_ids, config.seq_len, batch, config.seed, shuffle=False,
+                                  tags=text.val_tags)
             if len(text.val_ids) >= 2
             else None
         )
@@ -317,5 +372,28 @@ def make_data(config: TrainConfig, text: Text, dist: strategies.Distributed | No
             batches.distribute(dist.replicas, dist.process_id, dist.num_processes)
     if val is not None and len(val) == 0:  # fewer validation rows than replicas
         val = None
-    return Data(train, val, len(train))
+    return Data(train, val, len(train), tag_validation(config, text, batch) if val is not None else [])
+
+
+def tag_validation(config: TrainConfig, text: Text, batch: int) -> list[tuple[str, Any]]:
+    """Each tag's own validation batches (its held-out text alone): the loss per tag in metrics.csv."""
+    from charlstm.data.batches import make_sequence_batches
+    from charlstm.data.item_batches import ItemBatches
+
+    if not text.tag_names or text.val_tags is None:
+        return []
+    out = []
+    val_ids, val_tags = np.asarray(text.val_ids), np.asarray(text.val_tags)
+    for t, name in enumerate(text.tag_names):
+        mine = val_tags == t
+        if text.items is not None:  # whole items: from a boundary on, each stream closed by one
+            ids = val_ids[mine]
+            ids = ids if len(ids) and ids[-1] == text.items.boundary else np.append(ids, text.items.boundary)
+            if mine.sum() >= 2:
+                out.append((name, ItemBatches(ids, text.items.boundary, config.seq_len, batch, config.seed,
+                                              shuffle=False, tags=np.full(len(ids), t))))
+        elif mine.sum() >= 2:
+            out.append((name, make_sequence_batches(val_ids[mine], config.seq_len, batch, config.seed,
+                                                    shuffle=False, tags=val_tags[mine])))
+    return out
 

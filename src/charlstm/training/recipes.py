@@ -33,6 +33,12 @@ class TrainConfig:
     batch_size: int = 64
     items: bool = False  # a list: one item a line (or item_sep), boundaries, shuffled items (data/items.py)
     item_sep: str = "line"  # "line", "blank" (a blank line between items) or a literal separator
+    # tags (data/tags.py): one model, many styles, chosen when generating
+    tags: str | None = None  # "folder" | "file": each file's tag; items: "field" (tag_field of each item)
+    tag_field: int | None = None  # items: the tag is this field (1-based) of each item, cut at item_field_sep
+    item_field_sep: str = "\t"
+    tag_balance: str = "none"  # "none" (the text's own shares), "equal" (every tag as many rows an epoch)
+    tag_dim: int = 16
     # model
     input: str = "embedding"
     embedding_dim: int = 64
@@ -60,6 +66,9 @@ class TrainConfig:
         """The flat settings, as config.json and every model file record them."""
         own = dataclasses.asdict(self)
         text = own.pop("text")
+        if self.tags is None:  # an untagged run's record as before tags existed
+            for key in TAG_KEYS:
+                del own[key]
         return {"recipe": own.pop("recipe"), **text, **own}
 
     @classmethod
@@ -99,9 +108,29 @@ class TrainConfig:
             raise CharlstmError("--items trains on sequences of items: use the default recipe, not classic")
         if not self.item_sep:
             raise CharlstmError("--item-sep must be line, blank or a non-empty separator string")
+        if self.tag_field is not None:
+            if not self.items:
+                raise CharlstmError("--tag-field N reads a field of each item: give --items too")
+            if self.tag_field < 1:
+                raise CharlstmError(f"--tag-field counts fields from 1, got {self.tag_field}")
+            self.tags = "field"
+        if self.tags not in (None, "folder", "file", "field"):
+            raise CharlstmError(f"--tags must be folder or file, got {self.tags!r}")
+        if self.tags == "field" and self.tag_field is None:
+            raise CharlstmError("--tags field needs --tag-field N")
+        if self.tags in ("folder", "file") and self.items:
+            raise CharlstmError("a list's items take their tag from a field: --tag-field N, not --tags")
+        if self.tags and self.mode != "sequences":
+            raise CharlstmError("--tags trains on sequences: use the default recipe, not classic")
+        if self.tag_balance not in ("none", "equal"):
+            raise CharlstmError(f"--tag-balance must be none or equal, got {self.tag_balance!r}")
+        if not self.item_field_sep:
+            raise CharlstmError("--item-field-sep must be a non-empty string")
         if any(t < 0 for t in self.sample_temperatures):
             raise CharlstmError("sample temperatures must be >= 0")
 
+
+TAG_KEYS = ("tags", "tag_field", "item_field_sep", "tag_balance", "tag_dim")
 
 RECIPES: dict[str, dict[str, Any]] = {
     "default": {},

@@ -13,6 +13,8 @@ from pathlib import Path
 from time import monotonic
 from typing import Any
 
+import numpy as np
+
 from charlstm.data.vocab import longest_runs
 from charlstm.errors import TrainingDiverged, TrainingInterrupted
 from charlstm.generation.model import CharModel
@@ -60,7 +62,21 @@ def run_metadata(plan: Plan, text: Text, spec: Any) -> dict[str, Any]:
         "longest_runs": longest_runs(text.train_ids, text.vocab.size, read=span).tolist(),
         "trained_with": describe(),
         **({"items": text.items.record} if text.items is not None else {}),
+        **(tag_metadata(plan, text) if text.tag_names else {}),
     }
+
+
+def tag_metadata(plan: Plan, text: Text) -> dict[str, Any]:
+    """A tagged model's record: its tags in id order, and default primes cut from each tag's own text."""
+    config = plan.config
+    tag_seeds = {}
+    for t, name in enumerate(text.tag_names or []):
+        if text.items is not None:
+            tag_seeds[name] = [text.items.record["boundary"]]
+        else:
+            mine = np.asarray(text.train_ids)[np.asarray(text.train_tags) == t]
+            tag_seeds[name] = seeds(mine, text.vocab, 4, config.maxlen, config.seed) if len(mine) else []
+    return {"tags": list(text.tag_names or []), "tag_seeds": tag_seeds}
 
 
 # -- phase 8: report -----------------------------------------------------------------------------------------

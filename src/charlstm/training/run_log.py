@@ -89,6 +89,10 @@ def plot(path: Path, rows: list[dict[str, Any]], title: str) -> None:
     ax.plot(epochs, [r["bpc"] for r in rows], "o-", label="train")
     if any(r["val_bpc"] is not None for r in rows):
         ax.plot(epochs, [r["val_bpc"] for r in rows], "o-", label="validation")
+    for key in dict.fromkeys(k for r in rows for k in r if k.startswith("val_bpc_")):  # a tagged run's tags
+        points = [(r["epoch"], r[key]) for r in rows if r.get(key) is not None]
+        if points:
+            ax.plot(*zip(*points, strict=True), ".--", label=f"validation: {key[len('val_bpc_'):]}")
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss (bits/char)")
     ax.set_title(title)

@@ -190,7 +190,7 @@ def _lean_train_step(self: Any, data: Any, weights: list[Any], forward: Any = No
     with torch.no_grad():
         self.optimizer.apply([v.value.grad for v in weights], weights)
     loss = loss.detach()
-    self._loss_tracker.update_state(loss, sample_weight=x.shape[0])
+    self._loss_tracker.update_state(loss, sample_weight=y.shape[0])  # y: x may be a dict (a tagged model)
     return {"loss": self._loss_tracker.result()}
 
 

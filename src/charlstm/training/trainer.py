@@ -103,7 +103,11 @@ def make_model(plan: Plan, spec: Any, steps: int, dist: strategies.Distributed |
             compile_model(model, plan.config, steps)
             if plan.init_from is not None:
                 old = load_keras_model(plan.init_from, compile=False)
-                if plan.grow is not None:  # new characters: the vocabulary-sized layers grow (grow.py)
+                if plan.tag_grow is not None:  # new tags (and maybe characters): grown layer by layer
+                    from charlstm.training.grow import grow_tags
+
+                    grow_tags(model, old, plan.grow)
+                elif plan.grow is not None:  # new characters: the vocabulary-sized layers grow (grow.py)
                     from charlstm.training.grow import grow_model
 
                     g = plan.grow
@@ -155,7 +159,12 @@ def make_session(
     # order matters: bits/char enter the logs before the progress bar prints them; the run's files are
     # written after the bar has finished its line: the checkpoints, then the samples (from last.keras, adding
     # their copied share to the epoch's row), then metrics.csv and loss.png
-    cbs: list[Any] = [*(extra or []), DropoutSeeds(config.seed), stopper, BitsPerChar()]
+    cbs: list[Any] = [*(extra or []), DropoutSeeds(config.seed), stopper]
+    if data.tag_val:  # the loss per tag joins the logs before bits/char and the recorder read them
+        from charlstm.training.callbacks import TagLosses
+
+        cbs.append(TagLosses(data.tag_val))
+    cbs.append(BitsPerChar())
     cbs.append(keras.callbacks.TerminateOnNaN())
     if budget_clock is not None:  # its own progress line: time used of the budget
         cbs.append(budget_clock)
@@ -288,7 +297,7 @@ def train(
     budget = plan_budget(plan, text, data, clock)
     if budget is not None:
         limit_validation(plan.config, text, data, budget.val_chars, dist)
-    spec = model_spec(plan.config, text.vocab)
+    spec = model_spec(plan.config, text.vocab, len(text.tag_names or []))
     model = make_model(plan, spec, data.steps, dist)
     meta = {**run_metadata(plan, text, spec), "distribute": dist.describe(plan.config.batch_size)}
     if budget is not None:

@@ -106,6 +106,9 @@ function onModelChange() {
   const m = currentModel();
   if (!m) return;
   $("model-info").textContent = describe(m);
+  const tags = m.tags || [];  // a tagged model: choose the style to generate in
+  $("tag").replaceChildren(...tags.map((t) => new Option(t, t)));
+  $("tag").hidden = $("tag-label").hidden = tags.length === 0;
   $("download-web").href = `/api/models/${encodeURIComponent(m.name)}/web.zip`;
   $("download-web").download = `${m.name}-web.zip`;
   $("top_k").max = String(m.vocab_size);
@@ -135,6 +138,7 @@ function settings() {
   };
   const prime = $("prime").value;
   if (prime) body.prime = prime;
+  if (!$("tag").hidden && $("tag").value) body.tag = $("tag").value;
   const k = Number($("top_k").value);
   if (k > 0) body.top_k = k;
   const p = Number($("top_p").value);
@@ -269,6 +273,7 @@ async function lesson(event) {
   const seed = seedInput !== "" ? Number(seedInput) : Math.floor(Math.random() * 1e9);
   const base = { model: currentModel().name, length: Number($("lesson-length").value), seed, unknown: "skip" };
   if ($("lesson-prime").value) base.prime = $("lesson-prime").value;
+  if (!$("tag").hidden && $("tag").value) base.tag = $("tag").value;
   const cols = lessonColumns();
   state.lesson = cols.map(() => new AbortController());
   $("lesson-stop").disabled = false;
