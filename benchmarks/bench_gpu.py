@@ -8,10 +8,16 @@ sequences, the default recipe's Adam + clipnorm, random ids over a 65-symbol voc
 target characters per second, and then the validation loss that the default recipe scaled up
 (2 x LSTM(512), bf16, batch 128, 128-char sequences) reaches on tiny Shakespeare in `--budget` seconds of
 training. The device, its name and the versions come first, so a pasted table names its card. When PyTorch is
-installed (charlstm[torch]), the same table follows for Keras on the torch backend (cuDNN through Keras' own
-torch LSTM path; issue 15), from a subprocess, since the backend is fixed per process:
+installed (the default install), the same table follows for Keras on the torch backend, from a subprocess,
+since the backend is fixed per process, in two rows per cell: `stock` (Keras' own torch path: its cuDNN call)
+and `charlstm` (as charlstm trains on torch: torch_engine.prepare, i.e. the fused-LSTM hook, cuDNN's kernel
+through torch._VF.lstm on CUDA, and the lean step; bf16 = Keras' mixed_bfloat16 policy, float32 weights and
+logits; issue 21):
 
     python benchmarks/bench_gpu.py --backend torch --throughput-only   # that table alone
+    python benchmarks/bench_gpu.py --backend torch --throughput-only --quick   # checks it on a CPU
+
+Without TensorFlow installed (the default install) `--backend` defaults to torch.
 """
 
 from __future__ import annotations
@@ -38,8 +44,10 @@ PRECISIONS = [None, "bf16"]
 BATCHES = [64, 256]
 
 
-def throughput(layers: int, units: int, precision: str | None, batch: int, min_seconds: float) -> float:
-    """Target chars/s of `fit` on device-resident random batches, after a compile/warm-up call."""
+def throughput(layers: int, units: int, precision: str | None, batch: int, min_seconds: float,
+               engine: str = "charlstm") -> float:
+    """Target chars/s of `fit` on device-resident random batches, after a compile/warm-up call. On torch,
+    `engine` "charlstm" trains as charlstm does (torch_engine.prepare), "stock" as Keras alone does."""
     import keras
 
     from charlstm.training.model import ModelSpec, build_model
@@ -50,6 +58,13 @@ def throughput(layers: int, units: int, precision: str | None, batch: int, min_s
     config = make_config("default", layers=layers, units=units, mixed_precision=precision, batch_size=batch)
     model = build_model(ModelSpec(V, layers=layers, units=units, dropout=config.dropout), precision)
     _compile(model, config, steps_per_epoch=100)
+    if keras.backend.backend() == "torch":
+        from charlstm.training import torch_engine, torch_lstm
+
+        if engine == "charlstm":
+            torch_engine.prepare(model)
+        else:
+            torch_lstm.uninstall()
     rng = np.random.default_rng(0)
     steps = 8
     x = rng.integers(0, V, (batch * steps, SEQ)).astype(np.int32)
@@ -98,7 +113,8 @@ def main() -> None:
     ap.add_argument("--budget", type=float, default=300, help="seconds of tiny Shakespeare training (default 300)")
     ap.add_argument("--min-seconds", type=float, default=3.0, help="timed seconds per throughput cell")
     ap.add_argument("--quick", action="store_true", help="small sizes and a 20 s budget: checks the script on a CPU")
-    ap.add_argument("--backend", default="tensorflow", choices=["tensorflow", "jax", "torch"])
+    ap.add_argument("--backend", default="tensorflow" if importlib.util.find_spec("tensorflow") else "torch",
+                    choices=["tensorflow", "jax", "torch"])
     ap.add_argument("--throughput-only", action="store_true", help="the throughput table only (no Shakespeare)")
     args = ap.parse_args()
     from charlstm.training import backend as backends
@@ -118,14 +134,19 @@ def main() -> None:
     batches = [16, 64] if args.quick else BATCHES
     budget = 20.0 if args.quick else args.budget
     rows = []
-    print(f"{'network':<16}{'precision':<11}" + "".join(f"{'batch ' + str(b):>16}" for b in batches), flush=True)
+    print(f"{'network':<16}{'precision':<20}" + "".join(f"{'batch ' + str(b):>16}" for b in batches), flush=True)
+    engine_rows = ["stock", "charlstm"] if args.backend == "torch" else [""]
     for layers, units in sizes:
         for precision in PRECISIONS:
-            speeds = [throughput(layers, units, precision, b, args.min_seconds) for b in batches]
-            rows.append({"layers": layers, "units": units, "precision": precision or "fp32",
-                         "chars_per_s": dict(zip(batches, speeds, strict=True))})
-            print(f"{f'{layers}xLSTM({units})':<16}{precision or 'fp32':<11}"
-                  + "".join(f"{s:>16,.0f}" for s in speeds), flush=True)
+            for engine in engine_rows:
+                speeds = [throughput(layers, units, precision, b, args.min_seconds, engine or "charlstm")
+                          for b in batches]
+                rows.append({"layers": layers, "units": units, "precision": precision or "fp32",
+                             **({"engine": engine} if engine else {}),
+                             "chars_per_s": dict(zip(batches, speeds, strict=True))})
+                label = f"{precision or 'fp32'} {engine}".strip()
+                print(f"{f'{layers}xLSTM({units})':<16}{label:<20}"
+                      + "".join(f"{s:>16,.0f}" for s in speeds), flush=True)
     if args.throughput_only:
         print("RESULT " + json.dumps({"device": info, "throughput": rows}), flush=True)
         return

@@ -33,7 +33,8 @@ behind benchmarks/README.md:
   onednn0   TF_ENABLE_ONEDNN_OPTS=0                avx2      oneDNN, ATen and XLA capped at AVX2 (a stand-in
   b128, t128, u256: batch, sequence length, units            for an AVX2-only CPU)
 PyTorch runs the batch, length, units, threads1 and avx2 knobs of each variant.
-PyTorch is not a dependency of charlstm: `pip install torch` (CPU build) first.
+PyTorch is in charlstm's default install; `tensorflow` and `jax` need the `tensorflow` and `jax` extras.
+`benchmarks/profile_step.py` times one step of both torch paths alternating in one process, with profiles.
 """
 
 from __future__ import annotations

@@ -156,6 +156,12 @@ for info in json.load(urlopen(playground.url + "api/models")):
 #   id or one-hot windows to next-character probabilities or logits;
 # - `charlstm.save_keras_model(model, vocab, path)`: one `.keras` file with the vocabulary, for
 #   `charlstm.load` (NumPy), `charlstm generate` and `charlstm serve`.
+#
+# `import keras` here is the Keras that `charlstm.train` loaded above, on the backend it chose: PyTorch in
+# the default install (and wherever it measured fastest), so your `LSTM` layers run on torch's fused kernel as
+# charlstm's do (oneDNN on a CPU, cuDNN on a GPU). Your `compile` and `fit` are Keras' own: charlstm's lean
+# training step is for its own loss only. A notebook that imports Keras *before* charlstm gets Keras' default
+# backend instead, and `charlstm.train` says so once: import charlstm first (or set `KERAS_BACKEND=torch`).
 
 # %%
 import keras
@@ -174,6 +180,7 @@ lesson_model = keras.Sequential(
 )
 lesson_model.compile(loss="categorical_crossentropy", optimizer=keras.optimizers.RMSprop(learning_rate=0.01))
 lesson_model.summary()
+print(f"Keras backend: {keras.backend.backend()}")
 
 # %%
 samples = charlstm.SampleText(vocab, text=text, temperatures=[0.2, 0.5, 1.0, 1.2], length=SAMPLE_LENGTH)

@@ -56,3 +56,35 @@ def test_major_libraries_have_upper_bounds():
     for r in core + extras:
         if canonicalize_name(r.name) in {"keras", "tensorflow", "jax", "numpy", "fastapi", "torch"}:
             assert any(s.operator in ("<", "<=", "~=") for s in r.specifier), f"{r}: no upper bound"
+
+
+def _readme_commands() -> list[str]:
+    """The README's opening bash block (install + demo; tests), each line without its trailing comment."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = text.split("```bash\n", 1)[1].split("```", 1)[0]
+    return [line.split("   #", 1)[0].strip() for line in block.splitlines() if line.strip()]
+
+
+def test_the_readme_install_lines_use_constraints():
+    commands = _readme_commands()
+    installs = [part for line in commands for part in line.split("&&") if "pip install" in part]
+    assert len(installs) == 2, commands  # the default install, then the dev extras
+    for part in installs:
+        assert "-c constraints.txt" in part, f"README: {part.strip()!r} does not install through constraints.txt"
+
+
+def test_ci_runs_the_readme_lines_verbatim():
+    ci = [line.strip() for line in (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()]
+    for command in _readme_commands():
+        assert command in ci, f".ci/run does not run the README's line {command!r}"
+
+
+def test_the_base_install_is_keras_and_torch_and_the_extras_name_the_others():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    core = {canonicalize_name(Requirement(r).name) for r in project["dependencies"]}
+    assert {"keras", "torch"} <= core and not core & {"tensorflow", "jax", "jaxlib"}
+    extras = project["optional-dependencies"]
+    for extra, package in (("tensorflow", "tensorflow"), ("jax", "jax")):
+        assert package in {canonicalize_name(Requirement(r).name) for r in extras[extra]}
+    dev = {canonicalize_name(Requirement(r).name) for r in extras["dev"]}
+    assert {"tensorflow", "jax"} <= dev  # the suite tests every backend

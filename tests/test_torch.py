@@ -88,7 +88,30 @@ for lean in (False, True):
     switched = torch_engine.prepare(m, lean=lean)
     h = m.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
     runs[lean] = (switched, h.history["loss"], [w.copy() for w in m.get_weights()])
-out["lean_switched"] = [runs[False][0]["lean_step"], runs[True][0]["lean_step"]]
+out["lean_switched"] = [runs[False][0]["lean_step"], runs[True][0]["lean_step"], runs[True][0]["direct_forward"],
+                        runs[True][0]["fused_adam"]]
+
+# the direct forward (torch_engine.direct_forward) against Keras' own forward inside the lean step, with
+# dropout: the same masks from torch's global generator, so the same losses and weights
+config = make_config("default", dropout=0.3, lr=0.01)
+runs = {}
+for direct in (False, True):
+    keras.utils.set_random_seed(5)
+    m = build_model(ModelSpec(30, embedding_dim=8, units=16, layers=2, dropout=0.3))
+    compile_model(m, config, 3)
+    switched = torch_engine.prepare(m, direct=direct)
+    torch.manual_seed(7)
+    before = torch_lstm.calls
+    h = m.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
+    runs[direct] = (switched["direct_forward"], h.history["loss"], [w.copy() for w in m.get_weights()],
+                    torch_lstm.calls - before)
+out["direct"] = {"switched": [runs[False][0], runs[True][0]], "loss": [runs[False][1], runs[True][1]],
+                 "weight_diff": max(float(np.abs(a - b).max()) for a, b in zip(runs[False][2], runs[True][2])),
+                 "calls": runs[True][3]}
+# a model it does not cover (GRU, one-hot input) keeps Keras' forward
+m = build_model(ModelSpec(30, cell="gru", embedding_dim=8, units=16))
+compile_model(m, config, 3)
+out["direct"]["gru"] = torch_engine.prepare(m)["direct_forward"]
 out["lean_loss"] = [runs[False][1], runs[True][1]]
 out["lean_weight_diff"] = max(float(np.abs(a - b).max()) for a, b in zip(runs[False][2], runs[True][2]))
 
@@ -134,10 +157,19 @@ def test_what_the_kernel_cannot_take_goes_to_the_stock_path(adapter):
 
 
 def test_the_lean_step_trains_exactly_as_keras_step(adapter):
-    assert adapter["lean_switched"] == [False, True]
+    # the lean run: the direct forward, foreach clipnorm and torch's fused Adam kernel for Keras' Adam
+    assert adapter["lean_switched"] == [False, True, True, True]
     stock, lean = adapter["lean_loss"]
     np.testing.assert_allclose(lean, stock, rtol=1e-5)
     assert adapter["lean_weight_diff"] < 1e-5
+
+
+def test_the_direct_forward_draws_the_same_dropout_and_trains_the_same(adapter):
+    direct = adapter["direct"]
+    assert direct["switched"] == [False, True] and direct["gru"] is False
+    np.testing.assert_allclose(direct["loss"][1], direct["loss"][0], rtol=1e-5)
+    assert direct["weight_diff"] < 1e-5
+    assert direct["calls"] == 2 * 3 * 2  # two LSTM layers, three batches, two epochs: all on the fused kernel
 
 
 def test_bf16_trains_with_float32_weights_and_logits(adapter):

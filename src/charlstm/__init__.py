@@ -1,7 +1,9 @@
 """charlstm: character-level LSTM language models — train on any text, generate fast.
 
-`import charlstm` is light: Keras/TensorFlow load only when training starts (`charlstm.train`), so loading
-a model and generating (`charlstm.load(path).generate(...)`) needs NumPy and h5py alone.
+`import charlstm` is light: Keras and its engine load only when training starts (`charlstm.train`), so
+loading a model and generating (`charlstm.load(path).generate(...)`) needs NumPy and h5py alone. Imported
+before Keras, it names the fast engine (PyTorch) as Keras' backend for a later `import keras` in the same
+process (`training.backend.preset`; KERAS_BACKEND, when set, wins).
 """
 
 from __future__ import annotations
@@ -9,6 +11,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from charlstm.errors import CharlstmError
+from charlstm.training.backend import preset as _preset_backend
+
+_preset_backend()
 
 __version__ = "0.1.0"
 __all__ = ["CharlstmError", "train", "prepare", "load", "CharModel", "__version__"]

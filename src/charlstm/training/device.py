@@ -27,7 +27,9 @@ def device() -> dict[str, Any]:
     if keras.backend.backend() == "torch":  # never TensorFlow in a torch process (torch_engine)
         import torch
 
-        if torch.cuda.is_available():
+        from charlstm.training.torch_engine import training_device
+
+        if training_device() == "cuda":
             return {"kind": "gpu", "count": torch.cuda.device_count(), "name": torch.cuda.get_device_name(0)}
         return {"kind": "cpu", "count": 1, "name": _cpu_name()}
     import tensorflow as tf

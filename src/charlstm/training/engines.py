@@ -81,7 +81,7 @@ def load_engines(show_logs: bool = False, devices: bool = True) -> None:
     with native_stderr_filtered(show_logs or already):
         import keras
 
-        if keras.backend.backend() != "torch":  # a torch process keeps TensorFlow out (torch_engine.py)
+        if feeds_tf_data(keras.backend.backend()):  # a torch process keeps TensorFlow out (torch_engine.py)
             import tensorflow as tf
 
             tf.config.list_physical_devices()
@@ -92,6 +92,14 @@ def load_engines(show_logs: bool = False, devices: bool = True) -> None:
     _loaded = True
     if not already and devices:
         warn_unused_gpu(keras.backend.backend())
+
+
+def feeds_tf_data(backend: str) -> bool:
+    """Whether training on `backend` feeds tf.data (TensorFlow; JAX where TensorFlow is installed) rather than
+    NumPy batches (torch, and JAX without TensorFlow: `charlstm[jax]` alone)."""
+    from charlstm.training.backend import available
+
+    return backend == "tensorflow" or (backend == "jax" and available("tensorflow"))
 
 
 def gpu_hardware() -> str | None:
@@ -106,9 +114,13 @@ def unused_gpu_message(backend: str, device_kind: str, hardware: str | None) -> 
     """The warning for a GPU that training will not use, or None (no GPU, or it is used)."""
     if hardware is None or device_kind == "gpu":
         return None
-    fix = (
-        'pip install "tensorflow[and-cuda]"' if backend == "tensorflow" else 'pip install -U "jax[cuda12]"'
-    )
+    fix = {
+        "tensorflow": 'pip install "tensorflow[and-cuda]"',
+        "jax": 'pip install -U "jax[cuda12]"',
+        # the CPU-only wheel (README, Install) or KERAS_TORCH_DEVICE=cpu; PyPI's Linux wheel brings CUDA
+        "torch": 'pip install --force-reinstall "torch==2.13.0" from PyPI (its Linux wheel brings CUDA), and '
+                 "leave KERAS_TORCH_DEVICE unset",
+    }.get(backend, "install a CUDA-enabled build")
     return (
         f"charlstm: warning: this machine has an NVIDIA GPU ({hardware}) but {backend} cannot use it (no "
         f"CUDA-enabled build or driver found): training on the CPU. To use the GPU: {fix}; "

@@ -31,6 +31,11 @@ from charlstm.training.saving import save_model
 load_engines()  # Keras without TensorFlow's start-up lines (engines.py), whoever imports this first
 import keras  # noqa: E402
 
+if keras.backend.backend() == "torch":  # a user's own LSTM layers train on torch's fused kernel too
+    from charlstm.training import torch_lstm
+
+    torch_lstm.install()
+
 LESSON_TEMPERATURES = (0.2, 0.5, 1.0, 1.2)
 
 

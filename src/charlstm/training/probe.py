@@ -7,9 +7,9 @@ faster. So when nothing names a backend, `charlstm train` trains the run's own n
 input, batch and sequence length; random ids) for a few batches on each backend, each in a subprocess (about
 10-20 s in all, once), trains with the faster one, and remembers the answer per machine, library versions and
 network shape in `$CHARLSTM_CACHE/backend.json` (default ~/.cache/charlstm; delete it to measure again).
-A backend that sees a GPU wins outright, TensorFlow first (cuDNN). PyTorch (`charlstm[torch]`: the fused
-oneDNN LSTM and a lean step, torch_engine.py) is measured too when it is installed; only the backends
-installed are measured, and with TensorFlow alone there is nothing to measure.
+A backend that sees a GPU wins outright, TensorFlow first (cuDNN). Only the backends installed are
+measured: the default install has PyTorch alone (the fused oneDNN LSTM and a lean step, torch_engine.py), so
+there is nothing to measure; `charlstm[tensorflow]` and `charlstm[jax]` add the others.
 
     python -m charlstm.training.probe            # the default recipe's network, measured now (refreshes the cache)
     python -m charlstm.training.probe jax NET    # one backend's figure for NET (JSON), as the subprocesses run it
@@ -100,6 +100,8 @@ def measure(backend: str, network: dict[str, Any], timeout: float = 300, quick: 
     """One backend's figure for `network` from a fresh subprocess (the backend is fixed per process), or None
     if it failed. `quick`: two batches (tests of the mechanism; the figure means little)."""
     env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    if backend == "torch":  # as the torch training process will run (backend.torch_threads_wait_passively)
+        env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     cmd = [sys.executable, "-m", "charlstm.training.probe", backend, json.dumps(network), *(["--quick"] if quick else [])]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
@@ -120,8 +122,28 @@ def _read_cache(path: Path) -> dict[str, Any]:
 
 
 def installed() -> list[str]:
-    """The backends installed here, in ORDER (TensorFlow is a dependency; JAX and torch may be absent)."""
-    return [b for b in ORDER if b == "tensorflow" or importlib.util.find_spec(b) is not None]
+    """The backends installed here, in ORDER (the default install: torch alone; TensorFlow and JAX are extras)."""
+    return [b for b in ORDER if _importable(b)]
+
+
+def _importable(name: str) -> bool:
+    """backend.available (not imported from there: backend imports this module)."""
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):  # an import hook that refuses it
+        return False
+
+
+def remembered(network: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """The answer measured before for `network` (None: the default recipe's) on this machine, or None: what
+    a process that cannot choose any more (Keras imported) can still say about the others."""
+    try:
+        net = json.dumps(network or default_network(), sort_keys=True)
+        known = _read_cache(cache_path()).get(machine_key(), {})
+        answer = known.get(net) if isinstance(known, dict) else None
+    except Exception:  # noqa: BLE001 - a warning's extra figures must never stop training
+        return None
+    return answer if isinstance(answer, dict) and answer.get("backend") in ORDER else None
 
 
 def pick(figures: dict[str, dict[str, Any]]) -> str:

@@ -103,7 +103,10 @@ def backend_for(req: Request, backend: str | None) -> str | None:
             f"--distribute {req.kind} is not supported on the torch backend: mirrored runs on TensorFlow, "
             "multihost on JAX; drop --backend torch or --distribute"
         )
+    from charlstm.training.backend import require
+
     if req.kind == "multihost":
+        require("jax", "--distribute multihost (Keras' distribution API on JAX)")
         if backend == "tensorflow":
             raise CharlstmError(
                 "--distribute multihost runs on Keras' distribution API with the JAX backend; drop --backend "
@@ -111,6 +114,7 @@ def backend_for(req: Request, backend: str | None) -> str | None:
             )
         return "jax"
     if req.kind == "mirrored":
+        require("tensorflow", "--distribute mirrored (TensorFlow's MirroredStrategy)")
         if backend == "jax":
             raise CharlstmError(
                 "--distribute mirrored is TensorFlow's MirroredStrategy; with JAX use --distribute multihost "

@@ -8,7 +8,8 @@ answers with cuDNN on CUDA only; on a CPU it runs one Python step of matmuls per
 star-imported into it, so patching the torch module would have no effect) with one that calls
 `torch._VF.lstm` on a CPU, with the weights laid out by Keras' own `prepare_lstm_params`. Every case the
 kernel cannot take (a mask, `unroll`, `go_backwards`, activations other than tanh/sigmoid, no bias, a
-non-CPU device, a trace) goes to the stock function unchanged. The layers, the variables and the saved file
+device other than a CPU or CUDA GPU, a trace) goes to the stock function unchanged. On CUDA the same call is
+cuDNN's fused LSTM (as Keras' own torch path also calls it there); a dtype cuDNN refuses goes to Keras' path. The layers, the variables and the saved file
 stay Keras' own: only the arithmetic of the forward and backward pass changes, within float32 round-off.
 
 `GRU` has no oneDNN kernel in PyTorch (on a CPU `torch._VF.gru` is a C++ loop of cells, and Keras' GRU orders
@@ -24,6 +25,7 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
+DEVICES = ("cpu", "cuda")  # where torch._VF.lstm is one fused kernel: oneDNN on a CPU, cuDNN on an NVIDIA GPU
 calls = 0  # how often the fused kernel ran (tests: fails loudly if a Keras release stops calling the hook)
 _stock: Any = None  # the function replaced, while installed
 
@@ -54,15 +56,14 @@ def fused_lstm(
     unroll: bool = False,
     batch_first: bool = True,
 ) -> Any:
-    """`keras.src.backend.lstm` with oneDNN's fused kernel on a CPU; the stock function for everything else.
+    """`keras.src.backend.lstm` with torch's fused kernel (oneDNN on a CPU, cuDNN on CUDA); the stock function
+    for everything else.
 
     Returns what the stock function returns: (last_output, outputs, [h, c]), outputs (batch, time, units)
     with return_sequences, else (batch, 1, units).
     """
-    global calls
     import torch
     from keras.src.backend.torch.core import convert_to_tensor
-    from keras.src.backend.torch.rnn import prepare_lstm_params
 
     args = (inputs, initial_state_h, initial_state_c, mask, kernel, recurrent_kernel, bias, activation,
             recurrent_activation)
@@ -73,19 +74,35 @@ def fused_lstm(
             or torch.jit.is_tracing() or torch.compiler.is_compiling()):
         return _stock(*args, **kwargs)
     kernel = convert_to_tensor(kernel)
-    if kernel.device.type != "cpu":
+    if kernel.device.type not in DEVICES:
         return _stock(*args, **kwargs)
     dtype = kernel.dtype  # the layer's compute dtype (bfloat16 under a mixed policy: Keras casts the variable)
     x = convert_to_tensor(inputs).to(dtype)
     h0 = convert_to_tensor(initial_state_h).to(dtype).unsqueeze(0)
     c0 = convert_to_tensor(initial_state_c).to(dtype).unsqueeze(0)
-    params = prepare_lstm_params(kernel, convert_to_tensor(recurrent_kernel), convert_to_tensor(bias), x.device)
-    params[3] = params[3].to(dtype)
-    outputs, h, c = torch._VF.lstm(x, (h0, c0), params, True, 1, 0.0, torch.is_grad_enabled(), False, True)
-    calls += 1
+    try:
+        outputs, h, c = run(x, h0, c0, kernel, convert_to_tensor(recurrent_kernel), convert_to_tensor(bias))
+    except RuntimeError:  # e.g. a cuDNN without this dtype: Keras' own path (its cuDNN call, or its loop)
+        if kernel.device.type == "cpu":
+            raise
+        return _stock(*args, **kwargs)
     h, c = h.squeeze(0), c.squeeze(0)
     last = outputs[:, -1]
     return last, outputs if return_sequences else last.unsqueeze(1), [h, c]
+
+
+def run(x: Any, h0: Any, c0: Any, kernel: Any, recurrent_kernel: Any, bias: Any) -> Any:
+    """One LSTM layer on torch's fused kernel: x (batch, time, in), h0/c0 (1, batch, units), Keras' weights
+    (kernel (in, 4u), recurrent (u, 4u), bias (4u), gates i, f, c, o as torch's); returns (outputs, h, c)."""
+    global calls
+    import torch
+    from keras.src.backend.torch.rnn import prepare_lstm_params
+
+    params = prepare_lstm_params(kernel, recurrent_kernel, bias, x.device)
+    params[3] = params[3].to(kernel.dtype)
+    result = torch._VF.lstm(x, (h0, c0), params, True, 1, 0.0, torch.is_grad_enabled(), False, True)
+    calls += 1
+    return result
 
 
 def installed() -> bool:

@@ -29,7 +29,7 @@ from charlstm.training import probe
 from charlstm.training import strategy as strategies
 from charlstm.training.budget_plan import limit_validation, plan_budget
 from charlstm.training.device import jit_compile
-from charlstm.training.engines import load_engines
+from charlstm.training.engines import feeds_tf_data, load_engines
 from charlstm.training.model import compile_model, model_spec
 from charlstm.training.plan import (
     Budget,
@@ -174,7 +174,13 @@ def make_session(
     if config.early_stopping:
         cbs.append(keras.callbacks.EarlyStopping(monitor="val_loss" if has_val else "loss", patience=config.early_stopping))
     if config.tensorboard:
-        cbs.append(keras.callbacks.TensorBoard(log_dir=str(plan.run_dir / "tensorboard")))
+        log_dir = str(plan.run_dir / "tensorboard")
+        if keras.backend.backend() == "torch":  # Keras' own callback writes through TensorFlow
+            from charlstm.training import torch_engine
+
+            cbs.append(torch_engine.tensorboard(log_dir))
+        else:
+            cbs.append(keras.callbacks.TensorBoard(log_dir=log_dir))
     return Session(cbs, checkpoints, history, stopper, out_dir, budget_clock)
 
 
@@ -187,13 +193,13 @@ def fit(
 
     A budgeted run reads an endless stream from its saved position in checkpoint intervals (Keras epochs of
     `budget.interval` steps) until its clock stops it. The torch backend reads the same batches as NumPy
-    (no TensorFlow in its process), the others through tf.data.
+    (no TensorFlow in its process), as does JAX without TensorFlow; the others read tf.data.
     """
     import keras
 
     from charlstm.training import feeds
 
-    numpy = keras.backend.backend() == "torch"
+    numpy = not feeds_tf_data(keras.backend.backend())
     stream = feeds.to_numpy_stream if numpy else feeds.to_tf_stream
     validation = None
     if data.val is not None:
@@ -282,7 +288,7 @@ def train(
         from charlstm.training import torch_engine
 
         torch_engine.keep_tensorflow_out()  # before Keras' first import of it (seeding, saving)
-        torch_engine.check_precision(plan.config.mixed_precision)
+        torch_engine.check_precision(plan.config.mixed_precision, torch_engine.training_device())
     load_engines(show_logs=plan.config.verbose >= 2, devices=wish.kind != "multihost")
     dist = strategies.start(wish)  # multihost: every process joins here
     if not dist.chief:  # workers print, sample and log nothing; their checkpoints go to a scratch folder
