@@ -108,6 +108,17 @@ class RecurrentLayer:
         self._recurrent = np.ascontiguousarray(self.recurrent[:, order] * scale, dtype=np.float32)  # (u, G*u)
         self._bias_in = np.ascontiguousarray(bias_in, dtype=np.float32)  # (G*u,)
 
+    @property
+    def fused_kernel(self) -> np.ndarray:
+        """The input kernel (in, G*u) in the fused gate layout `step` takes, for code that folds part of the
+        input into a table of its own (a tagged model's tag rows: generation/tags.py)."""
+        return self._kernel
+
+    @property
+    def fused_input_bias(self) -> np.ndarray:
+        """The input bias (G*u,) in the fused gate layout (see `fused_kernel`)."""
+        return self._bias_in
+
     def input_table(self, embedding: np.ndarray | None) -> np.ndarray:
         """The projected input (V, G*u) of every character id: `project(embedding)`, or, for one-hot input
         (no embedding), the fused kernel's rows plus the input bias."""

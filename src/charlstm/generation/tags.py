@@ -23,14 +23,14 @@ def split_tables(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(table0 (V, G*u) with the input bias, tag_table0 (K, G*u)) from layer 0's fused kernel, whose first
     `char_rows` rows take the character's input (embedding or one-hot) and the rest the tag embedding."""
-    kernel = layer._kernel  # (char_rows + tag_dim, G*u), in the fused gate layout
+    kernel = layer.fused_kernel  # (char_rows + tag_dim, G*u), in the fused gate layout
     if kernel.shape[0] != char_rows + tag_table.shape[1]:
         raise CharlstmError(
             f"the first recurrent layer's kernel has {kernel.shape[0]} input rows, not {char_rows} + "
             f"{tag_table.shape[1]} (characters + tag embedding)"
         )
     chars = kernel[:char_rows] if input_table is None else input_table @ kernel[:char_rows]
-    table0 = np.ascontiguousarray(chars + layer._bias_in, dtype=np.float32)
+    table0 = np.ascontiguousarray(chars + layer.fused_input_bias, dtype=np.float32)
     return table0, np.ascontiguousarray(tag_table @ kernel[char_rows:], dtype=np.float32)
 
 
