@@ -172,34 +172,15 @@ class Generation:
         self.steps += 1
         if self.history is not None:
             self.history.update(ids)
-        chars = self.chars
         if self.constraint is not None:
             self._record_constrained(ids)
-            return
-        if not self.stops:
-            self.pieces = [chars[i] for i in ids.tolist()]
-            return
-        pieces = []
-        for b, i in enumerate(ids.tolist()):
-            if self.done[b]:
-                pieces.append("")
-                continue
-            ch = chars[i]
-            pieces.append(ch)
-            tail = (self._tails[b] + ch)[-self._tail_len :]
-            self._tails[b] = tail
-            for s in self.stops:
-                if tail.endswith(s):
-                    self.done[b], self.stopped_by[b] = True, s
-                    break
-        self.pieces = pieces
+        elif self.stops:
+            self._take_chars(ids)
+        else:
+            self.pieces = [self.chars[i] for i in ids.tolist()]
 
-    def _record_constrained(self, ids: np.ndarray) -> None:
-        """As `_record`, for a constrained generation: a row also ends where its text is a whole match that
-        cannot go on (the automaton's dead end, e.g. "no" of "yes|no"), and ended rows keep their state."""
-        cs = self.constraint
-        assert cs is not None
-        cs.advance(ids, keep=cs.frozen)  # rows that ended (frozen) keep their state
+    def _take_chars(self, ids: np.ndarray) -> None:
+        """Each row's new character ("" for a row already done), ending a row whose text now ends in a stop."""
         pieces = []
         for b, i in enumerate(ids.tolist()):
             if self.done[b]:
@@ -214,12 +195,20 @@ class Generation:
                     if tail.endswith(s):
                         self.done[b], self.stopped_by[b] = True, s
                         break
+        self.pieces = pieces
+
+    def _record_constrained(self, ids: np.ndarray) -> None:
+        """As `_record`, for a constrained generation: a row also ends where its text is a whole match that
+        cannot go on (the automaton's dead end, e.g. "no" of "yes|no"), and ended rows keep their state."""
+        cs = self.constraint
+        assert cs is not None
+        cs.advance(ids, keep=cs.frozen)  # rows that ended (frozen) keep their state
+        self._take_chars(ids)
         complete = cs.complete
         if complete.any() or self.stops:
             for b in np.flatnonzero(complete).tolist():
                 self.done[b] = True
             cs.frozen = np.array(self.done)
-        self.pieces = pieces
 
 
 class Batch:
