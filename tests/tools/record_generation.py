@@ -129,7 +129,7 @@ def record() -> dict:
             ("/v1/completions", {"model": "mixed", "prompt": "the ", "max_tokens": 30, "seed": 3, "stream": True,
                                  "logprobs": 1, "stop": ["e"]}),
             ("/v1/completions", {"model": "mixed", "prompt": "the ", "max_tokens": 5, "logit_bias": {"999": 1}}),
-            ("/v1/completions", {"model": "mixed", "prompt": "the ", "max_tokens": 5, "best_of": 3}),
+            ("/v1/completions", {"model": "mixed", "prompt": "the ", "max_tokens": 5, "best_of": 3, "seed": 5}),
             ("/v1/completions", {"model": "mixed", "prompt": "the ", "max_tokens": 5, "top_k": -1, "seed": 9}),
             ("/api/stream", {"model": "mixed", "prime": "the ", "length": 40, "seed": 6, "num_samples": 2}),
         ]
