@@ -27,7 +27,7 @@ from typing import Any
 
 from charlstm.errors import CharlstmError
 
-_switched = {"lean_step": False, "direct_forward": False, "fused_adam": False}  # what the last prepare() switched on (config.json: trained_with)
+_switched = {"lean_step": False, "direct_forward": False, "fused_adam": False, "carry_state": False}  # what the last prepare() switched on (config.json: trained_with)
 
 
 def keep_tensorflow_out() -> None:
@@ -115,13 +115,18 @@ def check_precision(mixed_precision: str | None, device: str = "cpu") -> None:
 
 
 def direct_forward(model: Any) -> Any:
-    """For charlstm's own network (Embedding, LSTM layers with Dropout between, Dense logits; float32): the
-    training forward pass as plain torch calls on the model's own variables, skipping Keras' per-layer call
-    machinery (about a tenth of a step at the default size: its dtype, mask and shape bookkeeping around every
-    layer). The same ops in the same order as Keras' graph with the fused hook: `embedding`, the fused LSTM
-    (`torch_lstm.run`), `dropout` from torch's global generator (as Keras' unseeded Dropout draws), matmul +
-    bias; so the same numbers and the same dropout masks. None for any other model, or when a check on a small
-    batch does not give Keras' own logits (then the lean step calls the model as Keras does)."""
+    """For charlstm's own network (Embedding, LSTM layers with Dropout between, Dense logits; float32, or
+    Keras' mixed_bfloat16 policy with float32 logits): the training forward pass as plain torch calls on the
+    model's own variables, skipping Keras' per-layer call machinery (about a tenth of a step at the default
+    size: its dtype, mask and shape bookkeeping around every layer). The same ops in the same order as Keras'
+    graph with the fused hook: `embedding`, the fused LSTM (`torch_lstm.run`), `dropout` from torch's global
+    generator (as Keras' unseeded Dropout draws), matmul + bias, with the casts Keras' dtype policy makes; so
+    the same numbers and the same dropout masks.
+
+    `forward(x, training=True, state=None)` returns (logits (B, T, V), [(h, c) per LSTM layer, each (B, U)]):
+    `state` (the same list) starts each layer there instead of at zeros, which is how a carried state
+    (`carry.CarriedState`) enters the step. None for any other model, or when a check on a small batch does
+    not give Keras' own logits (then the lean step calls the model as Keras does)."""
     import keras
     import torch
     from torch.nn import functional
@@ -129,9 +134,10 @@ def direct_forward(model: Any) -> Any:
     from charlstm.training import torch_lstm
 
     layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+    dtypes = {layer.compute_dtype for layer in layers[:-1]}
     if (len(layers) < 3 or not torch_lstm.installed() or not hasattr(model, "_run_through_graph")
             or any(len(getattr(layer, "_inbound_nodes", ())) != 1 for layer in layers)
-            or any(layer.compute_dtype != "float32" for layer in layers)):
+            or len(dtypes) != 1 or dtypes.pop() not in ("float32", "bfloat16") or layers[-1].compute_dtype != "float32"):
         return None
     embedding, body, head = layers[0], layers[1:-1], layers[-1]
     if (type(embedding) is not keras.layers.Embedding or embedding.mask_zero
@@ -151,38 +157,60 @@ def direct_forward(model: Any) -> Any:
                 return None
         else:
             return None
+    dtype = torch.bfloat16 if embedding.compute_dtype == "bfloat16" else torch.float32
 
-    def forward(x: Any, training: bool = True) -> Any:
-        h = functional.embedding(x.long(), embedding.embeddings.value)  # (B, T, E)
+    def forward(x: Any, training: bool = True, state: list[tuple[Any, Any]] | None = None) -> Any:
+        h = functional.embedding(x.long(), embedding.embeddings.value.to(dtype))  # (B, T, E)
+        out: list[tuple[Any, Any]] = []
         for layer in body:
             if isinstance(layer, keras.layers.LSTM):
-                zeros = h.new_zeros(1, h.shape[0], layer.cell.units)  # (1, B, U): Keras' zero initial state
-                h = torch_lstm.run(h, zeros, zeros, layer.cell.kernel.value, layer.cell.recurrent_kernel.value,
-                                   layer.cell.bias.value)[0]  # (B, T, U)
+                cell = layer.cell
+                if state is None:
+                    h0 = c0 = h.new_zeros(1, h.shape[0], cell.units)  # (1, B, U): Keras' zero initial state
+                else:
+                    h0, c0 = (s.to(dtype).unsqueeze(0) for s in state[len(out)])  # (1, B, U)
+                h, hn, cn = torch_lstm.run(h, h0, c0, cell.kernel.value.to(dtype),
+                                           cell.recurrent_kernel.value.to(dtype), cell.bias.value.to(dtype))
+                out.append((hn[0], cn[0]))  # (B, U) each
             elif training and layer.rate > 0:
                 h = functional.dropout(h, p=layer.rate, training=True)
-        return torch.matmul(h, head.kernel.value) + head.bias.value  # (B, T, V)
+        return torch.matmul(h.float(), head.kernel.value) + head.bias.value, out  # (B, T, V)
 
     try:
         with torch.no_grad():
             ids = torch.randint(0, embedding.input_dim, (2, 7), dtype=torch.int32,
                                 generator=torch.Generator().manual_seed(0))  # not the global generator
             probe = ids.to(embedding.embeddings.value.device)
-            same = torch.allclose(forward(probe, training=False), model(probe, training=False), atol=1e-5, rtol=1e-4)
+            tol = 1e-5 if dtype == torch.float32 else 2e-2  # bf16: the same ops, checked at bf16's precision
+            same = torch.allclose(forward(probe, training=False)[0], model(probe, training=False), atol=tol,
+                                  rtol=100 * tol)
     except Exception:  # noqa: BLE001 - any surprise: Keras' own forward
         return None
     return forward if same else None
 
 
-def _lean_train_step(self: Any, data: Any, weights: list[Any], forward: Any = None) -> dict[str, Any]:
-    """One training step with none of Keras' per-step wrappers; see the module docstring."""
+def _lean_train_step(self: Any, data: Any, weights: list[Any], forward: Any = None, carry: Any = None) -> dict[str, Any]:
+    """One training step with none of Keras' per-step wrappers; see the module docstring.
+
+    With `carry` (a `carry.CarriedState`) and a streams batch (x = {"chars", "reset"}: data/batches.py), each
+    row starts from the state its stream ended the previous batch with (zeros where `reset` is 1), and the
+    state it ends with is kept, detached, for the next batch (truncated backpropagation through time)."""
     import torch
     from torch.nn import functional
 
+    if isinstance(data, (tuple, list)) and len(data) == 3 and data[2] is None:
+        data = data[:2]  # train_on_batch's (x, y, None): the budget's speed probe times this step, not Keras'
     if not isinstance(data, (tuple, list)) or len(data) != 2:
         return type(self).train_step(self, data)
-    x, y = data
-    logits = forward(x) if forward is not None else self(x, training=True)
+    x, y = _tensors(data)
+    if carry is not None and isinstance(x, dict) and "reset" in x:
+        chars = x["chars"]
+        logits, state = forward(chars, state=carry.begin(x["reset"], chars.shape[0]))
+        carry.end(state)
+    elif forward is not None:
+        logits = forward(x)[0]
+    else:
+        logits = self(x, training=True)
     loss = functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y.reshape(-1).long())
     for v in weights:
         v.value.grad = None
@@ -192,6 +220,18 @@ def _lean_train_step(self: Any, data: Any, weights: list[Any], forward: Any = No
     loss = loss.detach()
     self._loss_tracker.update_state(loss, sample_weight=y.shape[0])  # y: x may be a dict (a tagged model)
     return {"loss": self._loss_tracker.result()}
+
+
+def _tensors(data: Any) -> Any:
+    """fit's batches arrive as tensors on the training device; train_on_batch's as given (NumPy): as tensors."""
+    from keras.src.backend.torch.core import convert_to_tensor
+
+    x, y = data
+    if isinstance(x, dict):
+        x = {k: v if hasattr(v, "long") else convert_to_tensor(v) for k, v in x.items()}
+    elif not hasattr(x, "long"):
+        x = convert_to_tensor(x)
+    return x, y if hasattr(y, "long") else convert_to_tensor(y)
 
 
 def _foreach_clipnorm(optimizer: Any) -> Any:
@@ -261,10 +301,12 @@ def lean_step_applies(model: Any) -> bool:
     )
 
 
-def prepare(model: Any, *, fused: bool = True, lean: bool = True, direct: bool = True) -> dict[str, bool]:
+def prepare(model: Any, *, fused: bool = True, lean: bool = True, direct: bool = True, carry: Any = None) -> dict[str, bool]:
     """Make a compiled model train at the torch backend's best on this machine (a no-op on other backends);
     returns what was switched on. Call it again after every `compile` (it re-reads the optimizer).
-    `direct=False` keeps Keras' own forward inside the lean step (`direct_forward`)."""
+    `direct=False` keeps Keras' own forward inside the lean step (`direct_forward`). `carry` (a
+    `carry.CarriedState`) carries the LSTM state across streams batches; it needs the direct forward
+    (`carry_state` in the result says whether it is on)."""
     import keras
 
     if keras.backend.backend() != "torch":
@@ -280,7 +322,8 @@ def prepare(model: Any, *, fused: bool = True, lean: bool = True, direct: bool =
     if use_lean:  # a plain function on the instance: an attribute holding variables would be saved with them
         weights = list(model.trainable_weights)
         forward = direct_forward(model) if direct else None
-        object.__setattr__(model, "train_step", lambda data: _lean_train_step(model, data, weights, forward))
+        carried = carry if forward is not None else None
+        object.__setattr__(model, "train_step", lambda data: _lean_train_step(model, data, weights, forward, carried))
     elif "train_step" in vars(model):
         object.__delattr__(model, "train_step")
     optimizer = model.optimizer
@@ -298,8 +341,10 @@ def prepare(model: Any, *, fused: bool = True, lean: bool = True, direct: bool =
     model.train_function = None  # rebuilt from the (new) train_step on the next fit
     _switched["lean_step"] = use_lean
     _switched["direct_forward"] = use_lean and forward is not None
+    _switched["carry_state"] = carry is not None and _switched["direct_forward"]
     return {"fused_lstm": torch_lstm.installed(), "lean_step": use_lean,
-            "direct_forward": _switched["direct_forward"], "fused_adam": _switched["fused_adam"]}
+            "direct_forward": _switched["direct_forward"], "fused_adam": _switched["fused_adam"],
+            "carry_state": _switched["carry_state"]}
 
 
 def tensorboard(log_dir: str) -> Any:
