@@ -53,6 +53,13 @@ def add_parsers(sub: Any) -> None:
     o.add_argument("--epochs", type=int)
     o.add_argument("--seq-len", type=int, help="characters per training sequence (default recipe)")
     o.add_argument("--batch-size", type=int)
+    o.add_argument(
+        "--carry-state", action=argparse.BooleanOptionalAction, default=None,
+        help="read the text as --batch-size contiguous streams and carry the LSTM state from one batch to the "
+        "next (default recipe: on; torch engine, untagged plain text); --no-carry-state: every row from zeros",
+    )
+    o.add_argument("--carry-reset", type=float, metavar="P",
+                   help="with --carry-state, the chance that a row starts from a zero state anyway (default 0)")
     o.add_argument("--lr", type=float, help="learning rate")
     o.add_argument("--clipnorm", type=float, help="gradient clipping norm (0 = off)")
     o.add_argument(

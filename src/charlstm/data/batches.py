@@ -1,10 +1,12 @@
 """From one encoded id array to training batches, without ever materialising more than a batch.
 
-Two layouts:
+Three layouts:
 - windows (the lesson): every `step`-th position starts a `maxlen`-character input whose target is the one
   next character;
 - sequences (char-rnn/nanoGPT): contiguous `seq_len`-character inputs whose targets are the same characters
-  shifted by one, cut at a fresh random offset every epoch and shuffled, so every position is a target.
+  shifted by one, cut at a fresh random offset every epoch and shuffled, so every position is a target;
+- streams (char-rnn/torch-rnn, for a carried state): the text as `batch_size` contiguous streams, row r of
+  batch k+1 continuing row r of batch k, so the recurrent state can be carried from one batch to the next.
 
 The arrangement of an epoch is a pure function of (seed, epoch): resuming at epoch k sees exactly the batches
 an uninterrupted run would have seen. Rows are gathered by fancy indexing (a copy), so the corpus array
@@ -282,6 +284,68 @@ class WindowBatches(EpochBatches):
     def rows(self, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         chunk = gather(self.ids, starts, self.maxlen + 1)
         return chunk[:, :-1], chunk[:, -1]
+
+
+def stream_layout(n_chars: int, seq_len: int, streams: int) -> int:
+    """Characters per stream (a multiple of seq_len, the same in every epoch) for `streams` streams.
+
+    The streams start at a random offset o < seq_len each epoch: stream r covers [o + r * S, o + (r + 1) * S),
+    so a row's start s tells its place without the epoch: stream s // S, chunk (s % S) // seq_len.
+    """
+    per = (n_chars - seq_len - 1) // streams // seq_len * seq_len  # room for the largest offset and a target
+    if per < seq_len:
+        raise CharlstmError(
+            f"the training text has {n_chars} characters, too short for {streams} streams of at least one "
+            f"{seq_len}-character row each; use a longer text, a smaller --batch-size or --no-carry-state"
+        )
+    return per
+
+
+class StreamBatches(EpochBatches):
+    """Rows that continue each other from batch to batch: x = {"chars": ids (B, L), "reset": (B,)}, y (B, L).
+
+    Batch k's row r is stream r's chunk k: ids[o + r * S + k * L : ... + L] (S = `stream_layout`, o a random
+    offset < L drawn per epoch from (seed, epoch)). `reset` is 1 where the row starts its stream (every row of
+    an epoch's first batch) or, with `reset_prob`, where a row is picked to start from a fresh state anyway (a
+    pure function of (seed, its start), so a resumed run draws the same), else 0: the step zeroes the carried
+    state of those rows before the batch. Batches are never shuffled: their order is the carry.
+    """
+
+    def __init__(self, ids: np.ndarray, seq_len: int, batch_size: int, seed: int, reset_prob: float = 0.0) -> None:
+        self.seq_len = seq_len
+        self.per_stream = stream_layout(len(ids), seq_len, batch_size)
+        self.reset_prob = float(reset_prob)
+        super().__init__(ids, batch_size, seed, shuffle=True)
+
+    def row_count(self) -> int:
+        return self.per_stream // self.seq_len * self.batch_size
+
+    def arrangement(self, epoch: int) -> np.ndarray:
+        offset = int(epoch_rng(self.seed, epoch).integers(self.seq_len))
+        chunks = np.arange(self.per_stream // self.seq_len, dtype=np.int64) * self.seq_len  # (K,)
+        streams = offset + np.arange(self.batch_size, dtype=np.int64) * self.per_stream  # (B,)
+        return (streams[None, :] + chunks[:, None]).reshape(-1)  # (K * B,): batch k is rows k*B .. k*B+B-1
+
+    def resets(self, starts: np.ndarray) -> np.ndarray:
+        """1.0 for rows that start from a zero state, else 0.0 (float32, (B,))."""
+        first = (starts % self.per_stream) < self.seq_len
+        if self.reset_prob > 0:
+            first |= _unit_hash(starts, self.seed) < self.reset_prob
+        return first.astype(np.float32)
+
+    def rows(self, starts: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        chunk = gather(self.ids, starts, self.seq_len + 1)
+        return {"chars": chunk[:, :-1], "reset": self.resets(starts)}, chunk[:, 1:]
+
+
+def _unit_hash(values: np.ndarray, seed: int) -> np.ndarray:
+    """A number in [0, 1) for each value, a pure function of (seed, value): splitmix64's finaliser."""
+    with np.errstate(over="ignore"):
+        z = values.astype(np.uint64) + np.uint64(seed % 2**63) * np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z ^= z >> np.uint64(31)
+    return (z >> np.uint64(40)).astype(np.float64) / 2.0**24
 
 
 def with_tags(x: np.ndarray, tags: np.ndarray | None, starts: np.ndarray, length: int) -> Any:

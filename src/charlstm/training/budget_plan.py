@@ -31,6 +31,8 @@ def _probe(config: TrainConfig, vocab: Vocabulary, batch: tuple[Any, np.ndarray]
     from charlstm.training.model import build_model
 
     x, y = batch
+    if isinstance(x, dict) and "reset" in x:  # a streams batch (data/batches.py): the network reads the chars
+        x = x["chars"]
     targets = int(np.prod(y.shape))
     num_tags = int(np.max(x["tags"])) + 1 if isinstance(x, dict) else 0  # a tagged network (as fast at any count)
 

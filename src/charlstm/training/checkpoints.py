@@ -19,8 +19,9 @@ import numpy as np
 from charlstm.fileio import write_atomic
 from charlstm.training.budget_clock import BudgetClock
 from charlstm.training.callbacks import StopOnSignal, add_bits
+from charlstm.training.carry import ENTRY as CARRY_ENTRY
 from charlstm.training.run_log import RunHistory
-from charlstm.training.saving import save_model
+from charlstm.training.saving import save_model, without_entry
 
 
 class Checkpoints(keras.callbacks.Callback):
@@ -38,10 +39,12 @@ class Checkpoints(keras.callbacks.Callback):
         *,
         stopper: StopOnSignal,
         budget: BudgetClock | None = None,
+        carry: Any = None,
     ) -> None:
         super().__init__()
         self.run_dir, self.meta, self.history = run_dir, meta, history
         self.stopper, self.budget = stopper, budget
+        self.carry = carry  # carry.CarriedState: last.keras holds the state the next batch starts from
         self.diverged_at: int | None = None
         self.epochs_done = 0
 
@@ -52,12 +55,17 @@ class Checkpoints(keras.callbacks.Callback):
             state["budget"] = self.budget.state()
         return state
 
+    def _save_last(self, epoch: int) -> None:
+        state = self.carry.to_bytes() if self.carry is not None else None
+        save_model(self.model, self.run_dir / "last.keras", self.meta(self._state(epoch)),
+                   extra={CARRY_ENTRY: state} if state is not None else None)
+
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         self.history.fresh = False
         logs = logs if logs is not None else {}
         add_bits(logs)
         if self.stopper.partial and self.budget is None:  # a partial epoch: keep weights, redo it on resume
-            save_model(self.model, self.run_dir / "last.keras", self.meta(self._state(epoch)))
+            self._save_last(epoch)
             return
         loss = logs.get("loss")
         if (
@@ -80,9 +88,9 @@ class Checkpoints(keras.callbacks.Callback):
             "partial": int(partial),  # 1: the budget (or a signal) ended this row's interval early
             **{k: v for k, v in logs.items() if k.startswith(("val_loss_", "val_bpc_"))},  # per tag (TagLosses)
         })
-        save_model(self.model, self.run_dir / "last.keras", self.meta(self._state(epoch + 1)))
-        if improved:
-            data = (self.run_dir / "last.keras").read_bytes()
+        self._save_last(epoch + 1)
+        if improved:  # the model handed over, without the training-only carried state
+            data = without_entry((self.run_dir / "last.keras").read_bytes(), CARRY_ENTRY)
             write_atomic(self.run_dir / "best.keras", data)
             write_atomic(self.run_dir / "model.keras", data)
         self.epochs_done += 1

@@ -75,6 +75,8 @@ class Data:
     val: Any | None
     steps: int  # batches per epoch
     tag_val: list[tuple[str, Any]] = field(default_factory=list)  # a tagged run: (tag, its validation batches)
+    carry: Any = None  # carry.CarriedState when `train` is a streams layout whose state the step carries
+    carry_off: str | None = None  # why the state is not carried (None: it is)
 
 
 @dataclass
@@ -340,10 +342,12 @@ def _id_map(have: Vocabulary, want: Vocabulary, model: str) -> np.ndarray | None
 def make_data(config: TrainConfig, text: Text, dist: strategies.Distributed | None = None) -> Data:
     """Training and validation batches in the recipe's layout (the lesson's windows, or sequences); when
     distributed, global batches of batch_size x replicas rows, of which this process feeds its share."""
-    from charlstm.data.batches import make_sequence_batches, make_window_batches
+    from charlstm.data.batches import StreamBatches, make_sequence_batches, make_window_batches
+    from charlstm.training import carry
 
     dist = dist or strategies.Distributed()
     batch = config.batch_size * dist.replicas
+    state, carry_off = None, carry.why_not(config, backend="", tagged=False, items=text.items is not None, replicas=1)
     if text.items is not None:
         from charlstm.data.item_batches import ItemBatches
 
@@ -359,8 +363,15 @@ def make_data(config: TrainConfig, text: Text, dist: strategies.Distributed | No
             else None
         )
     else:
-        train = make_sequence_batches(text.train_ids, config.seq_len, batch, config.seed, tags=text.train_tags,
-                                      balance=config.tag_balance == "equal")
+        carry_off = carry.why_not(config, backend=os.environ.get("KERAS_BACKEND", ""), tagged=bool(text.tag_names),
+                                  items=False, replicas=dist.replicas * dist.num_processes,
+                                  chars=len(text.train_ids), batch=batch)
+        if carry_off is None:
+            train = StreamBatches(text.train_ids, config.seq_len, batch, config.seed, config.carry_reset)
+            state = carry.CarriedState()
+        else:
+            train = make_sequence_batches(text.train_ids, config.seq_len, batch, config.seed, tags=text.train_tags,
+                                          balance=config.tag_balance == "equal")
         val = (
             make_sequence_batches(text.val_ids, config.seq_len, batch, config.seed, shuffle=False,
                                   tags=text.val_tags)
@@ -372,7 +383,17 @@ def make_data(config: TrainConfig, text: Text, dist: strategies.Distributed | No
             batches.distribute(dist.replicas, dist.process_id, dist.num_processes)
     if val is not None and len(val) == 0:  # fewer validation rows than replicas
         val = None
-    return Data(train, val, len(train), tag_validation(config, text, batch) if val is not None else [])
+    return Data(train, val, len(train), tag_validation(config, text, batch) if val is not None else [],
+                carry=state, carry_off=carry_off)
+
+
+def without_carry(config: TrainConfig, text: Text, data: Data, why: str) -> Data:
+    """The same data in the sequences layout, when the model turns out unable to carry its state."""
+    from charlstm.data.batches import make_sequence_batches
+
+    train = make_sequence_batches(text.train_ids, config.seq_len, data.train.batch_size, config.seed)
+    train.distribute(data.train.replicas, *data.train.shard)
+    return replace(data, train=train, steps=len(train), carry=None, carry_off=why)
 
 
 def tag_validation(config: TrainConfig, text: Text, batch: int) -> list[tuple[str, Any]]:

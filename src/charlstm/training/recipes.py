@@ -31,6 +31,8 @@ class TrainConfig:
     step: int = 3
     seq_len: int = 64
     batch_size: int = 64
+    carry_state: bool | None = None  # streams + the LSTM state carried across batches (training/carry.py)
+    carry_reset: float = 0.0  # with carry_state: the chance a row starts from a zero state anyway
     items: bool = False  # a list: one item a line (or item_sep), boundaries, shuffled items (data/items.py)
     item_sep: str = "line"  # "line", "blank" (a blank line between items) or a literal separator
     # tags (data/tags.py): one model, many styles, chosen when generating
@@ -102,6 +104,8 @@ class TrainConfig:
             raise CharlstmError("--lr-schedule step counts epochs; with --time use wsd, cosine or constant")
         if self.early_stopping is not None and self.early_stopping < 1:
             raise CharlstmError(f"--early-stopping must be >= 1 epochs, got {self.early_stopping}")
+        if not 0 <= self.carry_reset < 1:
+            raise CharlstmError(f"--carry-reset must be in [0, 1), got {self.carry_reset}")
         if self.mixed_precision not in (None, "bf16", "fp16"):
             raise CharlstmError(f"--mixed-precision must be bf16 or fp16, got {self.mixed_precision!r}")
         if self.items and self.mode != "sequences":
@@ -133,8 +137,9 @@ class TrainConfig:
 TAG_KEYS = ("tags", "tag_field", "item_field_sep", "tag_balance", "tag_dim")
 
 RECIPES: dict[str, dict[str, Any]] = {
-    "default": {},
+    "default": {"carry_state": True},  # benchmarks/README.md: carried state (issue 23)
     "classic": {
+        "carry_state": False,
         "strip_gutenberg": False,
         "normalize": "none",
         "lowercase": True,

@@ -23,20 +23,46 @@ FORMAT_VERSION = 1
 
 
 def save_model(
-    model: Any, path: str | os.PathLike[str], meta: dict[str, Any], check: Callable[[Path], Any] | None = None
+    model: Any, path: str | os.PathLike[str], meta: dict[str, Any], check: Callable[[Path], Any] | None = None,
+    extra: dict[str, bytes] | None = None,
 ) -> None:
     """Save a Keras model (with optimizer state, so training can resume) plus charlstm metadata, atomically.
-    `check(tmp)` may refuse the written file (by raising) before it takes its name."""
+    `check(tmp)` may refuse the written file (by raising) before it takes its name. `extra`: more zip entries
+    (a checkpoint's carried state, training/carry.py), which Keras and the runtime ignore."""
     payload = {"format": FORMAT, "format_version": FORMAT_VERSION, **meta}
 
     def write(tmp: Path) -> None:
         model.save(tmp)
         with zipfile.ZipFile(tmp, "a") as z:
             z.writestr(META_ENTRY, json.dumps(payload, ensure_ascii=False, indent=1))
+            for name, data in (extra or {}).items():
+                z.writestr(name, data)
         if check is not None:
             check(tmp)
 
     save_atomic(path, write)
+
+
+def read_entry(path: str | os.PathLike[str], name: str) -> bytes | None:
+    """One extra entry of a model file (`save_model(extra=...)`), or None where it has none."""
+    with zipfile.ZipFile(path) as z:
+        return z.read(name) if name in z.namelist() else None
+
+
+def without_entry(data: bytes, name: str) -> bytes:
+    """A model file's bytes with one entry left out (a checkpoint's training-only state, in the copies that
+    hand the model over)."""
+    import io
+
+    with zipfile.ZipFile(io.BytesIO(data)) as src:
+        if name not in src.namelist():
+            return data
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as dst:
+            for info in src.infolist():
+                if info.filename != name:
+                    dst.writestr(info, src.read(info.filename))
+        return buf.getvalue()
 
 
 def read_meta(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -35,10 +35,12 @@ from charlstm.training.plan import (
     Budget,
     Data,
     Plan,
+    Text,
     default_run_dir,
     make_data,
     plan_run,
     read_text,
+    without_carry,
 )
 from charlstm.training.recipes import TrainConfig
 from charlstm.training.report import announce, report, run_metadata
@@ -120,6 +122,23 @@ def make_model(plan: Plan, spec: Any, steps: int, dist: strategies.Distributed |
     return model
 
 
+def attach_carry(model: Any, plan: Plan, text: Text, data: Data) -> Data:
+    """Hand a streams layout's carried state to the torch step (training/carry.py) and, when resuming, the
+    state last.keras was saved with; the sequences layout instead where the model's step cannot carry it."""
+    if data.carry is None:
+        return data
+    from charlstm.training import torch_engine
+    from charlstm.training.carry import ENTRY
+    from charlstm.training.saving import read_entry
+
+    if not torch_engine.prepare(model, carry=data.carry)["carry_state"]:
+        torch_engine.prepare(model)
+        return without_carry(plan.config, text, data, "the network has no direct torch forward to carry it through")
+    if plan.resumed is not None:
+        data.carry.load_bytes(read_entry(plan.run_dir / "last.keras", ENTRY), device=torch_engine.training_device())
+    return data
+
+
 # -- phase 6: run files and callbacks (their metadata: report.run_metadata) ---------------------------
 def make_session(
     plan: Plan,
@@ -135,6 +154,7 @@ def make_session(
     (written to `out_dir`, by default the run directory), and a budgeted run's clock."""
     import keras
 
+    from charlstm.training import stream_validation
     from charlstm.training.budget_clock import BudgetClock
     from charlstm.training.callbacks import BitsPerChar, DropoutSeeds, StopOnSignal
     from charlstm.training.checkpoints import Checkpoints
@@ -152,7 +172,7 @@ def make_session(
     history = RunHistory(state.get("history"), best=state.get("best"), elapsed=float(state.get("elapsed", 0.0)),
                          clock=clock, metrics=out_dir / "metrics.csv")
     checkpoints = Checkpoints(out_dir, lambda train_state: {**meta, "train_state": train_state}, history,
-                              stopper=stopper, budget=budget_clock)
+                              stopper=stopper, budget=budget_clock, carry=data.carry)
     samples = EpochSamples(out_dir, history, seeds=meta["seeds"], temperatures=list(config.sample_temperatures),
                            sample_length=config.sample_length, seed=config.seed, verbose=bool(config.verbose),
                            copy_check=copy_check)
@@ -164,6 +184,8 @@ def make_session(
         from charlstm.training.callbacks import TagLosses
 
         cbs.append(TagLosses(data.tag_val))
+    if stream_validation.applies(config, data, bool(data.tag_val)):  # the held-out text read as a stream too
+        cbs.append(stream_validation.StreamValidation(data.val.ids))
     cbs.append(BitsPerChar())
     cbs.append(keras.callbacks.TerminateOnNaN())
     if budget_clock is not None:  # its own progress line: time used of the budget
@@ -299,7 +321,10 @@ def train(
         limit_validation(plan.config, text, data, budget.val_chars, dist)
     spec = model_spec(plan.config, text.vocab, len(text.tag_names or []))
     model = make_model(plan, spec, data.steps, dist)
-    meta = {**run_metadata(plan, text, spec), "distribute": dist.describe(plan.config.batch_size)}
+    data = attach_carry(model, plan, text, data)
+    meta = {**run_metadata(plan, text, spec), "distribute": dist.describe(plan.config.batch_size),
+            "carry_state": {"on": data.carry is not None, "why_not": data.carry_off,
+                            "reset_prob": plan.config.carry_reset if data.carry is not None else None}}
     if budget is not None:
         meta["budget"] = {
             "seconds": plan.config.time_budget,
