@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -346,6 +347,9 @@ def train(
     session = make_session(plan, meta, data, callbacks, dist.output_dir(plan.run_dir), budget, copy_check, clock)
     if plan.config.verbose:
         announce(plan, text, data, meta, budget, clock)
-    with dist.training(plan.run_dir):
+    with dist.training(plan.run_dir), warnings.catch_warnings():
+        # a streams batch's x is {"chars", "reset"}: Keras builds its loss by calling the model on the first
+        # batch once, and warns that "reset" is not a model input; the carry step reads it (training/carry.py)
+        warnings.filterwarnings("ignore", message="The structure of `inputs` doesn't match", category=UserWarning)
         wall = fit(model, plan, data, session, budget, clock)
     return report(plan, session, wall)
