@@ -7,9 +7,11 @@
 Each run is its own process, one after the other (never two at once: they would share the cores). An arm is a
 set of training settings on top of `time=`:
 
-- `before`: the default recipe as it was before issue 23 (every 64-character row from a zero state);
-- `carry`: the training text as `batch` contiguous streams, the state carried from batch to batch;
-- `*-bf16`: the same with `mixed_precision="bf16"` (CPUs with AVX-512-BF16 or AMX).
+- `before`: the default recipe as it was before issue 23 (every 64-character row from a zero state, float32);
+- `carry`: the training text as `batch` contiguous streams, the state carried from batch to batch (float32);
+- `*-bf16`: the same with `mixed_precision="bf16"` (CPUs with AVX-512-BF16 or AMX);
+- `default`: the default recipe as it stands (carried state, `carry_reset` 0.05, `mixed_precision="auto"`);
+- `ARM+key=value+...`: an arm with settings changed (e.g. `carry+carry_reset=0.05`).
 
 `BENCH_LABEL=main PYTHONPATH=../main-before/src python benchmarks/bench_carry.py --arms before` runs another
 checkout's code (the rows say which); `BENCH_BACKEND` picks the Keras backend (default torch, the default
@@ -37,11 +39,12 @@ ROWS = OUT / "carry.jsonl"
 BACKEND = os.environ.get("BENCH_BACKEND", "torch")  # the default install's engine (the carry runs on it)
 FILES = {"tiny-shakespeare": "tiny_shakespeare.txt", "treasure-island": "treasure_island.txt",
          "tangshi": "chinese_tangshi300.txt", "names": "names.txt"}
-ARMS = {
-    "before": {"carry_state": False},
-    "carry": {"carry_state": True},
-    "before-bf16": {"carry_state": False, "mixed_precision": "bf16"},
-    "carry-bf16": {"carry_state": True, "mixed_precision": "bf16"},
+ARMS = {  # every setting pinned, so an arm means the same whatever the recipe's defaults are
+    "before": {"carry_state": False, "carry_reset": 0.0, "mixed_precision": "none"},
+    "carry": {"carry_state": True, "carry_reset": 0.0, "mixed_precision": "none"},
+    "before-bf16": {"carry_state": False, "carry_reset": 0.0, "mixed_precision": "bf16"},
+    "carry-bf16": {"carry_state": True, "carry_reset": 0.0, "mixed_precision": "bf16"},
+    "default": {},  # the default recipe as it stands: carry, carry_reset 0.05, mixed_precision auto
 }
 
 
@@ -67,7 +70,9 @@ def one_run(corpus: str, budget: str, arm: str, seed: int) -> dict:
     source = corpus if named else str(DATA / FILES[corpus])
     out = run_dir(corpus, budget, arm, seed, os.environ.get("BENCH_LABEL", "this tree"))
     shutil.rmtree(out, ignore_errors=True)
-    settings = {k: v for k, v in arm_settings(arm).items() if k in SETTINGS or v}  # `before` on older code too
+    settings = arm_settings(arm)
+    if "carry_state" not in SETTINGS:  # code from before issue 23 (BENCH_LABEL): float32 was its only CPU default
+        settings = {k: v for k, v in settings.items() if k in SETTINGS and v != "none"}
     t0 = time.time()
     charlstm.train(source, out=out, verbose=0, sample_length=0, time=budget, seed=seed, backend=BACKEND, **settings)
     wall = time.time() - t0

@@ -169,7 +169,8 @@ class Tick(keras.callbacks.Callback):  # every step 0.05 simulated s, every inte
 budget_plan._probe = lambda config, vocab, batch: (lambda layers, units: int(np.prod(batch[1].shape)) / 0.05)
 source, out, mode = sys.argv[1:4]
 settings = dict(time=8, layers=1, units=16, embedding_dim=8, seq_len=16, batch_size=4, lr=3e-3, dropout=0.0,
-                lr_schedule="constant", seed=4, sample_temperatures=[], verbose=0, backend="torch")
+                lr_schedule="constant", seed=4, sample_temperatures=[], verbose=0, backend="torch",
+                mixed_precision="none")  # float32: the stream validation is compared with the float32 runtime
 clock = Clock()
 tick = Tick(clock, stop_at=None if mode == "straight" else 30)
 try:
@@ -200,6 +201,7 @@ forward = torch_engine.direct_forward(keras_model)
 ids = model.network.encode(val)
 print("RESULT " + json.dumps({
     "losses": tick.losses, "carry": config["carry_state"], "trained_with": config["trained_with"],
+    "defaults": config["defaults"],
     "header": rows[0].split(","), "last_row": rows[-1].split(","), "handed_over": handed_over, "last": last,
     "exact": exact, "ours_1": stream_validation.stream_loss(forward, ids, streams=1),
     "ours_16": stream_validation.stream_loss(forward, ids, streams=16, warmup=64),
@@ -231,7 +233,10 @@ def test_resume_after_an_interruption_reproduces_the_uninterrupted_losses(resume
 
 def test_a_carried_run_records_its_choice_and_both_validations(resumed_runs):
     run = resumed_runs["straight"]
-    assert run["carry"] == {"on": True, "why_not": None, "reset_prob": 0.0}
+    assert run["carry"] == {"on": True, "why_not": None, "reset_prob": 0.05}  # the default recipe's
+    defaults = run["defaults"]  # each default choice of issue 23, with the measurement it rests on
+    assert defaults["carry_state"]["used"] is True and defaults["carry_state"]["given"] is False
+    assert all("benchmarks/README.md" in d["rests_on"] for d in defaults.values())
     assert run["trained_with"]["carry_state"] is True
     assert "val_loss_stream" in run["header"] and "val_bpc_stream" in run["header"]
     row = dict(zip(run["header"], run["last_row"], strict=False))
@@ -244,3 +249,27 @@ def test_the_stream_validation_reads_the_text_as_the_runtime_does(resumed_runs):
     run = resumed_runs["straight"]
     assert abs(run["ours_1"] - run["exact"]) < 1e-4  # one stream: the NumPy runtime's evaluate(streams=1)
     assert abs(run["ours_16"] - run["exact"]) < 0.01  # 16 pieces, each after 64 characters of warm-up
+
+
+AUTO = r"""
+import json, sys
+import charlstm
+source, out, units = sys.argv[1], sys.argv[2], int(sys.argv[3])
+charlstm.train(source, out=out, epochs=1, layers=1, units=units, embedding_dim=8, seq_len=16, batch_size=4,
+               mixed_precision="auto", sample_temperatures=[], verbose=0, backend="torch")
+config = json.load(open(out + "/config.json"))
+print("RESULT " + json.dumps({"config": config["config"]["mixed_precision"], "defaults": config["defaults"],
+                              "cpu_bf16": config["trained_with"]["cpu_bf16"]}))
+"""
+
+
+@pytest.mark.parametrize("units", [16, 256])
+def test_auto_precision_is_bf16_exactly_where_it_measured_faster(tmp_path, units):
+    # bf16 where the CPU computes it and the network is wide enough to gain from it (model.BF16_MIN_UNITS)
+    text = tmp_path / "text.txt"
+    text.write_text("the ship was a fine old sea captain. " * 100, encoding="utf-8")
+    r = _run(AUTO, str(text), str(tmp_path / "run"), str(units))
+    want = "bf16" if r["cpu_bf16"] and units >= 256 else None
+    assert r["config"] == want  # the run's config holds the decision, so a resume trains as it started
+    assert r["defaults"]["mixed_precision"]["asked"] == "auto"
+    assert r["defaults"]["mixed_precision"]["used"] == (want or "float32")

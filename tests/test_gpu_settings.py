@@ -76,7 +76,7 @@ def test_mixed_precision_trains_with_float32_logits(precision, compute, tiny_cor
 
 
 def test_unknown_precision_is_one_clear_error(tiny_corpus, tmp_path):
-    with pytest.raises(charlstm.CharlstmError, match="--mixed-precision must be bf16 or fp16"):
+    with pytest.raises(charlstm.CharlstmError, match="--mixed-precision must be bf16, fp16, auto or none"):
         charlstm.train(str(tiny_corpus), out=tmp_path / "x", mixed_precision="fp8", verbose=0)
     assert not (tmp_path / "x").exists()
 

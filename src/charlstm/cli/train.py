@@ -39,9 +39,10 @@ def add_parsers(sub: Any) -> None:
     m.add_argument("--dropout", type=float)
     m.add_argument(
         "--mixed-precision",
-        choices=["bf16", "fp16"],
+        choices=["bf16", "fp16", "auto", "none"],
         help="16-bit math with float32 weights and logits (GPUs; fp16 adds loss scaling; on a CPU: bf16 on "
-        "the torch backend, where the CPU has AVX-512-BF16 or AMX)",
+        "the torch backend, where the CPU has AVX-512-BF16 or AMX); auto: bf16 where the torch engine trains "
+        "on such a CPU (the default recipe's default); none: float32",
     )
     o = t.add_argument_group("optimisation")
     o.add_argument(
@@ -59,7 +60,7 @@ def add_parsers(sub: Any) -> None:
         "next (default recipe: on; torch engine, untagged plain text); --no-carry-state: every row from zeros",
     )
     o.add_argument("--carry-reset", type=float, metavar="P",
-                   help="with --carry-state, the chance that a row starts from a zero state anyway (default 0)")
+                   help="with --carry-state, the chance that a row starts from a zero state anyway (default 0.05)")
     o.add_argument("--lr", type=float, help="learning rate")
     o.add_argument("--clipnorm", type=float, help="gradient clipping norm (0 = off)")
     o.add_argument(

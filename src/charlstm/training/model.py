@@ -64,6 +64,25 @@ def dtype_policy(mixed_precision: str | None) -> str | None:
     return PRECISIONS[mixed_precision]
 
 
+BF16_MIN_UNITS = 256  # `auto`: bf16 from this width on (below it a step is overhead-bound: no faster in bf16)
+
+
+def resolve_precision(mixed_precision: str | None, units: int, cell: str = "lstm") -> str | None:
+    """`--mixed-precision auto` made concrete for a network: bf16 where the torch engine trains an LSTM of at
+    least BF16_MIN_UNITS units on a CPU that computes bf16 natively, float32 elsewhere (benchmarks/README.md,
+    issue 23: at 2 x 256 bf16 trained 1.2-1.4x the steps and ended lower at equal time; at 2 x 128 it was no
+    faster). Any other value is returned as it is."""
+    if mixed_precision != "auto":
+        return mixed_precision
+    import keras
+
+    if keras.backend.backend() != "torch" or units < BF16_MIN_UNITS:
+        return None
+    from charlstm.training.torch_engine import auto_precision
+
+    return auto_precision(cell)
+
+
 def build_model(spec: ModelSpec, mixed_precision: str | None = None) -> Any:
     """The network for `spec`; call `keras.utils.set_random_seed` first for reproducible weights.
 
@@ -74,7 +93,7 @@ def build_model(spec: ModelSpec, mixed_precision: str | None = None) -> Any:
     import keras
 
     spec.validate()
-    policy = dtype_policy(mixed_precision)
+    policy = dtype_policy(resolve_precision(mixed_precision, spec.units, spec.cell))
     inputs = keras.Input(shape=(spec.window,), dtype="int32", name="chars")
     if spec.input == "onehot":
         x = keras.layers.CategoryEncoding(num_tokens=spec.vocab_size, output_mode="one_hot", name="onehot")(

@@ -45,6 +45,8 @@ def network_of(config: Any) -> dict[str, Any]:
     """The part of a TrainConfig that decides which backend trains faster (what the answer is keyed by)."""
     net = {k: getattr(config, k) for k in NETWORK_KEYS}
     net["seq_len" if net["mode"] == "windows" else "maxlen"] = None  # the other layout's length: unused
+    if net["mixed_precision"] == "auto":  # decided per backend after the choice (torch_engine.auto_precision)
+        net["mixed_precision"] = None
     return net
 
 

@@ -3,7 +3,7 @@
 Keras' validation (`val_loss`) reads the held-out text in 64-character blocks, each from a zero state: the
 figure nanoGPT and most char-model tools report, and the one the size rule and the checkpoints go by. A model
 that carries its state (training/carry.py) is meant to be used on long context, so each checkpoint also reads
-the same held-out characters as a stream: `streams` contiguous pieces in parallel, each after `warmup`
+the same held-out characters as a stream: `STREAMS` contiguous pieces in parallel, each after `WARMUP`
 characters of the text before it (read but not scored), so every scored character has at least `warmup`
 characters of context, as in one stream from the start (`CharModel.evaluate(streams=1)`, the NumPy runtime,
 is the exact figure; the two agree to within a few thousandths, `tests/test_carry.py`).
@@ -22,7 +22,7 @@ import numpy as np
 
 from charlstm.training.callbacks import LN2
 
-STREAMS = 16
+STREAMS = 64  # as many rows as Keras' validation batches: the forward runs at about the same speed per character
 WARMUP = 256
 CHUNK = 1024  # time steps per forward call (memory: streams x chunk x units per layer)
 

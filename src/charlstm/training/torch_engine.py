@@ -84,6 +84,13 @@ def bf16_supported() -> bool:
         return False
 
 
+def auto_precision(cell: str = "lstm") -> str | None:
+    """`--mixed-precision auto` on the torch engine: bf16 where the fused LSTM trains on a CPU that computes
+    bf16 natively (benchmarks/README.md: the equal-time comparison of issue 23), else float32 (a GRU runs
+    Keras' own loop; GPUs were not measured)."""
+    return "bf16" if cell == "lstm" and training_device() == "cpu" and bf16_supported() else None
+
+
 def training_device() -> str:
     """Where Keras' torch backend puts tensors in this process: "cuda" when torch sees a GPU (Keras' default;
     KERAS_TORCH_DEVICE overrides it), else "cpu" (or "mps", ...)."""
@@ -404,4 +411,5 @@ def describe() -> dict[str, Any]:
     from charlstm.training import torch_lstm
 
     return {"torch": torch.__version__, "fused_lstm": torch_lstm.installed(), **_switched,
-            "threads": torch.get_num_threads(), "torch_device": training_device()}
+            "threads": torch.get_num_threads(), "torch_device": training_device(),
+            "cpu_bf16": bf16_supported()}  # what --mixed-precision auto decides by on a CPU

@@ -31,7 +31,7 @@ from charlstm.training import strategy as strategies
 from charlstm.training.budget_plan import limit_validation, plan_budget
 from charlstm.training.device import jit_compile
 from charlstm.training.engines import feeds_tf_data, load_engines
-from charlstm.training.model import compile_model, model_spec
+from charlstm.training.model import compile_model, model_spec, resolve_precision
 from charlstm.training.plan import (
     Budget,
     Data,
@@ -43,7 +43,7 @@ from charlstm.training.plan import (
     read_text,
     without_carry,
 )
-from charlstm.training.recipes import TrainConfig
+from charlstm.training.recipes import TrainConfig, defaults_record
 from charlstm.training.report import announce, report, run_metadata
 
 
@@ -307,6 +307,7 @@ def train(
     plan.run_dir = plan.run_dir or default_run_dir(text.corpus.name)
     # Keras (and TensorFlow, JAX or torch) load only now, so every mistake in the input above is one quick, clean
     # line; without their start-up lines unless verbose >= 2 (engines.py)
+    asked_precision = plan.config.mixed_precision
     if os.environ["KERAS_BACKEND"] == "torch":
         from charlstm.training import torch_engine
 
@@ -320,12 +321,16 @@ def train(
     budget = plan_budget(plan, text, data, clock)
     if budget is not None:
         limit_validation(plan.config, text, data, budget.val_chars, dist)
+    # `auto` precision once the size is known (model.resolve_precision), so config.json and a resume say which
+    plan.config.mixed_precision = resolve_precision(plan.config.mixed_precision, plan.config.units, plan.config.cell)
     spec = model_spec(plan.config, text.vocab, len(text.tag_names or []))
     model = make_model(plan, spec, data.steps, dist)
     data = attach_carry(model, plan, text, data)
     meta = {**run_metadata(plan, text, spec), "distribute": dist.describe(plan.config.batch_size),
             "carry_state": {"on": data.carry is not None, "why_not": data.carry_off,
-                            "reset_prob": plan.config.carry_reset if data.carry is not None else None}}
+                            "reset_prob": plan.config.carry_reset if data.carry is not None else None},
+            "defaults": defaults_record(plan.config, plan.explicit, carry=data.carry is not None,
+                                        precision=(asked_precision, plan.config.mixed_precision))}
     if budget is not None:
         meta["budget"] = {
             "seconds": plan.config.time_budget,
