@@ -54,7 +54,10 @@ def arm_settings(arm: str) -> dict:
     settings = dict(ARMS[name])
     for item in extra:
         key, value = item.split("=", 1)
-        settings[key] = json.loads(value) if value[:1] in "0123456789-[{tfn" else value
+        try:
+            settings[key] = json.loads(value)  # numbers, true/false
+        except ValueError:
+            settings[key] = value  # names: none, bf16, ...
     return settings
 
 

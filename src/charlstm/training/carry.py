@@ -12,8 +12,9 @@ of built-in, stateless layers (no `stateful=True`, no fixed batch size), and the
 unchanged. It runs on the torch engine's direct forward (`torch_engine.direct_forward`), the default install's
 path; `why_not` names every case where the run falls back to the sequences layout, and config.json records it.
 
-Exact resume: the state after the last batch is part of last.keras (its `carry.npz` entry, written by `checkpoints.Checkpoints`), so a
-resumed run starts its next batch from the state an uninterrupted one would have had.
+Exact resume: the state after the last batch is part of last.keras (its `carry.npz` entry, written by
+`checkpoints.Checkpoints`), so a resumed run starts its next batch from the state an uninterrupted one would
+have had.
 """
 
 from __future__ import annotations
@@ -32,9 +33,6 @@ class CarriedState:
     def __init__(self) -> None:
         self.state: list[tuple[Any, Any]] | None = None
         self.batches = 0  # batches that went through begin/end (tests: the carry was used)
-
-    def reset(self) -> None:
-        self.state = None
 
     def begin(self, reset: Any, batch: int) -> list[tuple[Any, Any]] | None:
         """The state a batch starts from: the last batch's end, zeroed in the rows where `reset` is 1; None
@@ -62,8 +60,9 @@ class CarriedState:
         np.savez(buf, **arrays)
         return buf.getvalue()
 
-    def load_bytes(self, data: bytes | None, dtype: Any = None, device: Any = None) -> None:
-        """The state `to_bytes` wrote (None: start from zeros)."""
+    def load_bytes(self, data: bytes | None, device: Any = None) -> None:
+        """The state `to_bytes` wrote, as float32 on `device` (the step casts it to the compute dtype); None:
+        start from zeros."""
         if data is None:
             self.state = None
             return
@@ -72,7 +71,7 @@ class CarriedState:
         with np.load(io.BytesIO(data)) as arrays:
             layers = len(arrays.files) // 2
             self.state = [
-                tuple(torch.as_tensor(arrays[f"{k}{i}"], device=device).to(dtype or torch.float32) for k in "hc")
+                tuple(torch.as_tensor(arrays[f"{k}{i}"], device=device) for k in "hc")
                 for i in range(layers)
             ]
 

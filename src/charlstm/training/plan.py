@@ -347,7 +347,10 @@ def make_data(config: TrainConfig, text: Text, dist: strategies.Distributed | No
 
     dist = dist or strategies.Distributed()
     batch = config.batch_size * dist.replicas
-    state, carry_off = None, carry.why_not(config, backend="", tagged=False, items=text.items is not None, replicas=1)
+    state = None  # the carried state, when the streams layout applies (training/carry.py)
+    carry_off = carry.why_not(config, backend=os.environ.get("KERAS_BACKEND", ""), tagged=bool(text.tag_names),
+                              items=text.items is not None, replicas=dist.replicas * dist.num_processes,
+                              chars=len(text.train_ids), batch=batch)
     if text.items is not None:
         from charlstm.data.item_batches import ItemBatches
 
@@ -363,9 +366,6 @@ def make_data(config: TrainConfig, text: Text, dist: strategies.Distributed | No
             else None
         )
     else:
-        carry_off = carry.why_not(config, backend=os.environ.get("KERAS_BACKEND", ""), tagged=bool(text.tag_names),
-                                  items=False, replicas=dist.replicas * dist.num_processes,
-                                  chars=len(text.train_ids), batch=batch)
         if carry_off is None:
             train = StreamBatches(text.train_ids, config.seq_len, batch, config.seed, config.carry_reset)
             state = carry.CarriedState()

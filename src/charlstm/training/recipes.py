@@ -50,7 +50,7 @@ class TrainConfig:
     dropout: float = 0.1
     mixed_precision: str | None = None  # "bf16" | "fp16": 16-bit math, float32 weights and logits; "auto":
     # bf16 where the torch engine trains on a CPU that computes it (AVX-512-BF16, AMX), else float32
-    # (`precision_for`); "none": float32
+    # (`model.resolve_precision`: from 256 units on); "none": float32
     # optimisation
     optimizer: str = "adam"
     lr: float = 5e-3
